@@ -1,0 +1,37 @@
+//! Command-line interface: one clap struct per subcommand, shared option
+//! groups flattened into each, and a `run` that returns the exit code.
+
+pub mod args;
+pub mod fetch;
+pub mod generate;
+pub mod ingest;
+
+use clap::{Parser, Subcommand};
+
+/// Run Gemma 3 in-process and turn benchmark artifacts into measured reports.
+#[derive(Debug, Parser)]
+#[command(name = "chimera", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate text from one prompt, streaming tokens and timing each.
+    Generate(generate::GenerateArgs),
+    /// Scan an artifact tree and print its data summary and performance metrics.
+    Ingest(ingest::IngestArgs),
+    /// Download a model and its tokenizer into the cache.
+    Fetch(fetch::FetchArgs),
+}
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn run() -> anyhow::Result<u8> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Ingest(args) => ingest::run(args),
+        Command::Fetch(args) => fetch::run(args),
+    }
+}
