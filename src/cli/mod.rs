@@ -5,6 +5,7 @@ pub mod args;
 pub mod fetch;
 pub mod generate;
 pub mod ingest;
+pub mod report;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,8 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Download a model and its tokenizer into the cache.
     Fetch(fetch::FetchArgs),
+    /// Run the agents over an artifact folder and write measured reports.
+    Report(report::ReportArgs),
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -33,5 +36,6 @@ pub fn run() -> anyhow::Result<u8> {
         Command::Generate(args) => generate::run(args),
         Command::Ingest(args) => ingest::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -180,7 +180,8 @@ unsafe fn q8k_mins(acc_m: __m128, ab: *const u8, mins: &[u8; 8], dmin: f32) -> _
     let mut prod = [0i32; 4];
     for (k, p) in prod.iter_mut().enumerate() {
         for j in [2 * k, 2 * k + 1] {
-            let pair = bs.add(2 * j).read_unaligned() as i32 + bs.add(2 * j + 1).read_unaligned() as i32;
+            let pair =
+                bs.add(2 * j).read_unaligned() as i32 + bs.add(2 * j + 1).read_unaligned() as i32;
             *p += mins[j] as i32 * pair;
         }
     }
@@ -271,7 +272,8 @@ pub unsafe fn dot_q4k_grouped(w: &[u8], a: &[u8], nb: usize) -> f32 {
             let msb: i32 = [2 * j, 2 * j + 1]
                 .iter()
                 .map(|&k| {
-                    let pair = bs.add(2 * k).read_unaligned() as i32 + bs.add(2 * k + 1).read_unaligned() as i32;
+                    let pair = bs.add(2 * k).read_unaligned() as i32
+                        + bs.add(2 * k + 1).read_unaligned() as i32;
                     mn[k] as i32 * pair
                 })
                 .sum();
@@ -296,7 +298,8 @@ unsafe fn q8k_min_total(ab: *const u8, mins: &[u8; 8]) -> i32 {
     let bs = ab.add(4 + QK_K) as *const i16;
     (0..8)
         .map(|j| {
-            let pair = bs.add(2 * j).read_unaligned() as i32 + bs.add(2 * j + 1).read_unaligned() as i32;
+            let pair =
+                bs.add(2 * j).read_unaligned() as i32 + bs.add(2 * j + 1).read_unaligned() as i32;
             mins[j] as i32 * pair
         })
         .sum()
@@ -430,9 +433,18 @@ pub unsafe fn dot_q6k_tiled(w: &[u8], a: &[u8], nb: usize) -> f32 {
             let b1 = _mm256_loadu_si256(ql as *const __m256i);
             let b2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
             let q = [
-                _mm256_or_si256(_mm256_and_si256(b1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2)),
-                _mm256_or_si256(_mm256_and_si256(b2, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), _mm256_and_si256(qh, m2)),
+                _mm256_or_si256(
+                    _mm256_and_si256(b1, m4),
+                    _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(b2, m4),
+                    _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+                ),
+                _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                    _mm256_and_si256(qh, m2),
+                ),
                 _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
                     _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
@@ -565,7 +577,7 @@ pub unsafe fn round_to_f16(x: &mut [f32]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f16_ggml(x: &[u16], y: &[u16]) -> f32 {
     let n = x.len().min(y.len());
-    debug_assert!(n % 32 == 0);
+    debug_assert!(n.is_multiple_of(32));
     let (px, py) = (x.as_ptr(), y.as_ptr());
     let mut sum = [_mm256_setzero_ps(); 4];
     let mut i = 0;
@@ -589,7 +601,7 @@ pub unsafe fn dot_f16_ggml(x: &[u16], y: &[u16]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn scale_f16(y: &mut [u16], v: f32) {
     let n = y.len();
-    debug_assert!(n % 8 == 0);
+    debug_assert!(n.is_multiple_of(8));
     let p = y.as_mut_ptr();
     let vv = _mm256_set1_ps(v);
     let mut i = 0;
@@ -605,7 +617,7 @@ pub unsafe fn scale_f16(y: &mut [u16], v: f32) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn mad_f16(y: &mut [u16], x: &[u16], v: f32) {
     let n = y.len().min(x.len());
-    debug_assert!(n % 8 == 0);
+    debug_assert!(n.is_multiple_of(8));
     let (py, px) = (y.as_mut_ptr(), x.as_ptr());
     let vv = _mm256_set1_ps(v);
     let mut i = 0;
@@ -631,15 +643,26 @@ unsafe fn expf_ggml8(x: __m256) -> __m256 {
         _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
     );
     let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0))));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
     let absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
     let c = _mm256_cmp_ps(absn, _mm256_set1_ps(126.0), _CMP_GT_OQ);
     let u = _mm256_mul_ps(b, b);
     let j = _mm256_fmadd_ps(
         _mm256_fmadd_ps(
-            _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3c07_2010)), b, _mm256_set1_ps(f32::from_bits(0x3d2b_9f17))),
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3c07_2010)),
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)),
+            ),
             u,
-            _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3e2a_af33)), b, _mm256_set1_ps(f32::from_bits(0x3eff_fedb))),
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3e2a_af33)),
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3eff_fedb)),
+            ),
         ),
         u,
         _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
@@ -709,7 +732,10 @@ pub unsafe fn fma_row(acc: &mut [f32], v: &[f32], p: f32) {
     let pp = _mm256_set1_ps(p);
     let mut i = 0;
     while i + 8 <= n {
-        _mm256_storeu_ps(pa.add(i), _mm256_fmadd_ps(_mm256_loadu_ps(pv.add(i)), pp, _mm256_loadu_ps(pa.add(i))));
+        _mm256_storeu_ps(
+            pa.add(i),
+            _mm256_fmadd_ps(_mm256_loadu_ps(pv.add(i)), pp, _mm256_loadu_ps(pa.add(i))),
+        );
         i += 8;
     }
     while i < n {

@@ -11,6 +11,7 @@ use super::pool::{SharedMut, ThreadPool};
 use super::quant::{ActFormat, QType};
 use super::{dot_fn_for, quantize_row, Isa};
 use std::ops::Deref;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes that live either in a memory-mapped file or in our own allocation.
@@ -91,7 +92,7 @@ pub struct Matrix {
 impl Matrix {
     pub fn new(qtype: QType, rows: usize, cols: usize, data: Bytes) -> anyhow::Result<Self> {
         anyhow::ensure!(
-            cols % qtype.block_elems() == 0,
+            cols.is_multiple_of(qtype.block_elems()),
             "a {} matrix needs a multiple of {} columns, got {cols}",
             qtype.name(),
             qtype.block_elems()
@@ -242,33 +243,245 @@ pub fn matmul(pool: &ThreadPool, isa: Isa, w: &Matrix, acts: &QuantActs, out: &m
     let n_rows = w.rows;
     assert!(out.len() >= n_tok * n_rows);
     let fmt = w.qtype.act_format();
-    let a = acts.get(fmt);
-    let arb = fmt.row_bytes(w.cols);
-    let wrb = w.row_bytes();
-    let nb = w.cols / w.qtype.block_elems();
-    // The kernel may depend on the batch size (see `dot_fn_for`).
-    let kernels: Vec<_> = (0..n_tok).map(|t| dot_fn_for(isa, w.qtype, n_tok, t)).collect();
-    let data: &[u8] = &w.data;
+    let job = Job {
+        w: &w.data,
+        wrb: w.row_bytes(),
+        qtype: w.qtype,
+        a: acts.get(fmt),
+        arb: fmt.row_bytes(w.cols),
+        nb: w.cols / w.qtype.block_elems(),
+        n_tok,
+        n_rows,
+        isa,
+    };
     let dst = SharedMut::new(out);
-    // Small row tiles keep a few weight rows in L1 while every activation
-    // row streams past them.
-    const TILE: usize = 4;
-    pool.for_ranges(n_rows, TILE, |range| {
-        let mut r0 = range.start;
-        while r0 < range.end {
-            let r1 = (r0 + TILE).min(range.end);
-            for t in 0..n_tok {
-                let at = &a[t * arb..(t + 1) * arb];
-                // SAFETY: rows r0..r1 of token t belong to this share alone.
-                let o = unsafe { dst.slice(t * n_rows + r0, r1 - r0) };
-                let f = kernels[t];
-                for (i, r) in (r0..r1).enumerate() {
-                    o[i] = f(&data[r * wrb..(r + 1) * wrb], at, nb);
+    // Rows are handed out in small chunks from a shared counter, so a thread
+    // that runs slower (or was descheduled) does less, instead of the other
+    // waiting for it.
+    let chunk = if n_tok == 1 { 64 } else { 16 };
+    let chunks = n_rows.div_ceil(chunk);
+    let next = AtomicUsize::new(0);
+    pool.run(|_| loop {
+        let c = next.fetch_add(1, Ordering::Relaxed);
+        if c >= chunks {
+            break;
+        }
+        let rows = c * chunk..((c + 1) * chunk).min(n_rows);
+        job.run(rows, dst);
+    });
+}
+
+/// One matrix product's operands, shared by the threads.
+struct Job<'a> {
+    w: &'a [u8],
+    wrb: usize,
+    qtype: QType,
+    a: &'a [u8],
+    arb: usize,
+    nb: usize,
+    n_tok: usize,
+    n_rows: usize,
+    isa: Isa,
+}
+
+impl Job<'_> {
+    /// Computes weight rows `rows` for every activation row.
+    fn run(&self, rows: std::ops::Range<usize>, dst: SharedMut<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx2 {
+            // SAFETY: Avx2 was detected at run time; pointers stay inside the
+            // weight and activation slices (row and block counts come from
+            // them); each output index (t, r) is written by one thread only.
+            unsafe { self.run_avx2(rows, dst) };
+            return;
+        }
+        for t in 0..self.n_tok {
+            let at = &self.a[t * self.arb..(t + 1) * self.arb];
+            let f = dot_fn_for(self.isa, self.qtype, self.n_tok, t);
+            // SAFETY: rows of this chunk belong to this thread alone.
+            let o = unsafe { dst.slice(t * self.n_rows + rows.start, rows.len()) };
+            for (i, r) in rows.clone().enumerate() {
+                o[i] = f(&self.w[r * self.wrb..(r + 1) * self.wrb], at, self.nb);
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run_avx2(&self, rows: std::ops::Range<usize>, dst: SharedMut<f32>) {
+        use super::tiles;
+        let (w, a) = (self.w.as_ptr(), self.a.as_ptr());
+        let row = |r: usize| w.add(r * self.wrb);
+        // Prefetch the row this far ahead (clamped to the matrix).
+        let pf = |r: usize| w.add((r + 8).min(self.n_rows - 1) * self.wrb);
+        let act = |t: usize| a.add(t * self.arb);
+        let put = |t: usize, r: usize, v: f32| {
+            *dst.slice(t * self.n_rows + r, 1).get_unchecked_mut(0) = v
+        };
+        let n = self.n_tok;
+        // One K-quant weight row against up to four activation rows.
+        macro_rules! k_tile {
+            ($kernel:ident, $flag:literal, $r:expr, $ts:expr) => {{
+                let ts = $ts;
+                let mut ap = [std::ptr::null(); 4];
+                for (i, t) in ts.clone().enumerate() {
+                    ap[i] = act(t);
+                }
+                let mut o = [0f32; 4];
+                let (w, nb, p) = (row($r), self.nb, pf($r));
+                match ts.len() {
+                    4 => tiles::$kernel::<4, $flag>(
+                        w,
+                        &[ap[0], ap[1], ap[2], ap[3]],
+                        nb,
+                        (&mut o[..4]).try_into().unwrap(),
+                        p,
+                    ),
+                    3 => tiles::$kernel::<3, $flag>(
+                        w,
+                        &[ap[0], ap[1], ap[2]],
+                        nb,
+                        (&mut o[..3]).try_into().unwrap(),
+                        p,
+                    ),
+                    2 => tiles::$kernel::<2, $flag>(
+                        w,
+                        &[ap[0], ap[1]],
+                        nb,
+                        (&mut o[..2]).try_into().unwrap(),
+                        p,
+                    ),
+                    _ => tiles::$kernel::<1, $flag>(
+                        w,
+                        &[ap[0]],
+                        nb,
+                        (&mut o[..1]).try_into().unwrap(),
+                        p,
+                    ),
+                }
+                for (i, t) in ts.enumerate() {
+                    put(t, $r, o[i]);
+                }
+            }};
+        }
+        match self.qtype {
+            QType::Q8_0 => self.b32::<tiles::Q8_0>(rows, &row, &act, &put),
+            QType::Q5_0 => self.b32::<tiles::Q5_0>(rows, &row, &act, &put),
+            QType::Q4_0 => self.b32::<tiles::Q4_0>(rows, &row, &act, &put),
+            QType::Q4K => {
+                // Rows in llama.cpp's groups of four take the grouped rounding.
+                let grouped = if n > 3 { n - n % 4 } else { 0 };
+                for r in rows {
+                    for ts in token_tiles(0..grouped) {
+                        k_tile!(tile_q4k, true, r, ts);
+                    }
+                    for ts in token_tiles(grouped..n) {
+                        k_tile!(tile_q4k, false, r, ts);
+                    }
                 }
             }
-            r0 = r1;
+            QType::Q6K => {
+                // llama.cpp switches to its tiled kernel from eight rows up.
+                for r in rows {
+                    for ts in token_tiles(0..n) {
+                        if n >= 8 {
+                            k_tile!(tile_q6k, true, r, ts);
+                        } else {
+                            k_tile!(tile_q6k, false, r, ts);
+                        }
+                    }
+                }
+            }
+            _ => {
+                for t in 0..n {
+                    let at = std::slice::from_raw_parts(act(t), self.arb);
+                    let f = dot_fn_for(self.isa, self.qtype, n, t);
+                    for r in rows.clone() {
+                        put(
+                            t,
+                            r,
+                            f(std::slice::from_raw_parts(row(r), self.wrb), at, self.nb),
+                        );
+                    }
+                }
+            }
         }
-    });
+    }
+
+    /// Rows of a 32-element block type: tiles of 4 rows x 1 activation row
+    /// for decoding, 2 rows x 4 activation rows for prompts.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn b32<B: super::tiles::Block32>(
+        &self,
+        rows: std::ops::Range<usize>,
+        row: &dyn Fn(usize) -> *const u8,
+        act: &dyn Fn(usize) -> *const u8,
+        put: &dyn Fn(usize, usize, f32),
+    ) {
+        use super::tiles::{has_vnni, tile_b32, tile_b32_vnni};
+        let nb = self.nb;
+        let vnni = has_vnni();
+        macro_rules! tile {
+            ($r:literal, $c:literal, $r0:expr, $t0:expr) => {{
+                let w: [*const u8; $r] = std::array::from_fn(|i| row($r0 + i));
+                let a: [*const u8; $c] = std::array::from_fn(|j| act($t0 + j));
+                let mut o = [[0f32; $c]; $r];
+                // Prefetch the rows four tiles ahead, spread over the blocks.
+                let ahead = ($r0 + 4 * $r).min(self.n_rows - $r);
+                let pf = row(ahead);
+                let step = ($r * self.wrb).div_ceil(nb);
+                if vnni {
+                    tile_b32_vnni::<B, $r, $c>(&w, &a, nb, &mut o, pf, step);
+                } else {
+                    tile_b32::<B, $r, $c>(&w, &a, nb, &mut o, pf, step);
+                }
+                for i in 0..$r {
+                    for j in 0..$c {
+                        put($t0 + j, $r0 + i, o[i][j]);
+                    }
+                }
+            }};
+        }
+        let n = self.n_tok;
+        if n == 1 {
+            let mut r = rows.start;
+            while r + 4 <= rows.end {
+                tile!(4, 1, r, 0);
+                r += 4;
+            }
+            while r < rows.end {
+                tile!(1, 1, r, 0);
+                r += 1;
+            }
+            return;
+        }
+        let mut r = rows.start;
+        while r < rows.end {
+            let two = r + 2 <= rows.end;
+            let mut t = 0;
+            while t < n {
+                match (two, n - t) {
+                    (true, 4..) => tile!(2, 4, r, t),
+                    (true, 3) => tile!(2, 3, r, t),
+                    (true, 2) => tile!(2, 2, r, t),
+                    (true, _) => tile!(2, 1, r, t),
+                    (false, 4..) => tile!(1, 4, r, t),
+                    (false, 3) => tile!(1, 3, r, t),
+                    (false, 2) => tile!(1, 2, r, t),
+                    (false, _) => tile!(1, 1, r, t),
+                }
+                t += 4;
+            }
+            r += if two { 2 } else { 1 };
+        }
+    }
+}
+
+/// `tokens` in consecutive tiles of up to four.
+fn token_tiles(tokens: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
+    tokens
+        .clone()
+        .step_by(4)
+        .map(move |t| t..(t + 4).min(tokens.end))
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub mod matmul;
 pub mod ops;
 pub mod pool;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+pub mod tiles;
 
 pub use matmul::{Matrix, QuantActs};
 pub use pool::ThreadPool;
@@ -143,7 +145,7 @@ pub fn quantize_row(isa: Isa, fmt: ActFormat, x: &[f32], out: &mut [u8]) {
 
 fn as_f32(b: &[u8], n: usize) -> &[f32] {
     assert!(
-        b.len() >= 4 * n && (b.as_ptr() as usize) % 4 == 0,
+        b.len() >= 4 * n && (b.as_ptr() as usize).is_multiple_of(4),
         "misaligned f32 data"
     );
     // SAFETY: length and alignment checked above; every bit pattern is an f32.
@@ -152,7 +154,7 @@ fn as_f32(b: &[u8], n: usize) -> &[f32] {
 
 fn as_u16(b: &[u8], n: usize) -> &[u16] {
     assert!(
-        b.len() >= 2 * n && (b.as_ptr() as usize) % 2 == 0,
+        b.len() >= 2 * n && (b.as_ptr() as usize).is_multiple_of(2),
         "misaligned f16 data"
     );
     // SAFETY: as above.

@@ -253,7 +253,8 @@ pub fn dot_f16_ggml(isa: Isa, x: &[u16], y: &[u16]) -> f32 {
         }
         i += 32;
     }
-    let c: [f32; 8] = std::array::from_fn(|l| (lanes[l] + lanes[16 + l]) + (lanes[8 + l] + lanes[24 + l]));
+    let c: [f32; 8] =
+        std::array::from_fn(|l| (lanes[l] + lanes[16 + l]) + (lanes[8 + l] + lanes[24 + l]));
     let t0: [f32; 4] = std::array::from_fn(|l| c[l] + c[4 + l]);
     (t0[0] + t0[1]) + (t0[2] + t0[3])
 }
@@ -282,7 +283,9 @@ pub fn mad_f16(isa: Isa, y: &mut [u16], x: &[u16], v: f32) {
     }
     let _ = isa;
     for (a, &b) in y.iter_mut().zip(x) {
-        let r = f16::from_bits(b).to_f32().mul_add(v, f16::from_bits(*a).to_f32());
+        let r = f16::from_bits(b)
+            .to_f32()
+            .mul_add(v, f16::from_bits(*a).to_f32());
         *a = f16::from_f32(r).to_bits();
     }
 }
@@ -298,7 +301,7 @@ pub fn expf_ggml(x: f32) -> f32 {
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
     let n = z - r;
     let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e), // 0x1.7f7d1cp-20
+        f32::from_bits(0x35bf_be8e),                  // 0x1.7f7d1cp-20
         (-n).mul_add(f32::from_bits(0x3f31_7200), x), // 0x1.62e4p-1
     );
     let e = (z.to_bits() as i32).wrapping_shl(23);
@@ -306,7 +309,10 @@ pub fn expf_ggml(x: f32) -> f32 {
     let u = b * b;
     let j = f32::from_bits(0x3c07_2010)
         .mul_add(b, f32::from_bits(0x3d2b_9f17))
-        .mul_add(u, f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)))
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+        )
         .mul_add(u, f32::from_bits(0x3f7f_fff6) * b);
     if n.abs() <= 126.0 {
         return k.mul_add(j, k);
@@ -350,7 +356,10 @@ pub struct TiledRow {
 
 impl Default for TiledRow {
     fn default() -> Self {
-        Self { max: f32::NEG_INFINITY, sum: 0.0 }
+        Self {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+        }
     }
 }
 
@@ -377,7 +386,9 @@ pub fn tiled_attention_step(
             *v = f32::NEG_INFINITY;
         }
     }
-    let tile_max = kq.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    let tile_max = kq
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     if tile_max == f32::NEG_INFINITY {
         return;
     }
@@ -527,33 +538,63 @@ mod tests {
         // Keys that all score the same give the plain mean of the values.
         let hd = 32;
         let q: Vec<u16> = vec![f16::from_f32(0.0).to_bits(); hd];
-        let keys: Vec<Vec<u16>> = (0..3).map(|i| vec![f16::from_f32(i as f32).to_bits(); hd]).collect();
-        let vals: Vec<Vec<u16>> = (0..3).map(|i| vec![f16::from_f32(i as f32 + 1.0).to_bits(); hd]).collect();
+        let keys: Vec<Vec<u16>> = (0..3)
+            .map(|i| vec![f16::from_f32(i as f32).to_bits(); hd])
+            .collect();
+        let vals: Vec<Vec<u16>> = (0..3)
+            .map(|i| vec![f16::from_f32(i as f32 + 1.0).to_bits(); hd])
+            .collect();
         for isa in [Isa::Scalar, Isa::best()] {
             let mut acc = vec![0u16; hd];
             let mut out = vec![0f32; hd];
-            F16Attention { isa, q: &q, acc: &mut acc }
-                .run(keys.iter().map(|k| k.as_slice()).zip(vals.iter().map(|v| v.as_slice())), &mut out);
+            F16Attention {
+                isa,
+                q: &q,
+                acc: &mut acc,
+            }
+            .run(
+                keys.iter()
+                    .map(|k| k.as_slice())
+                    .zip(vals.iter().map(|v| v.as_slice())),
+                &mut out,
+            );
             assert!(out.iter().all(|&o| (o - 2.0).abs() < 1e-3), "{out:?}");
         }
         // A dominant key takes (almost) all the weight.
         let q: Vec<u16> = vec![f16::from_f32(1.0).to_bits(); hd];
         let mut acc = vec![0u16; hd];
         let mut out = vec![0f32; hd];
-        F16Attention { isa: Isa::best(), q: &q, acc: &mut acc }
-            .run(keys.iter().map(|k| k.as_slice()).zip(vals.iter().map(|v| v.as_slice())), &mut out);
+        F16Attention {
+            isa: Isa::best(),
+            q: &q,
+            acc: &mut acc,
+        }
+        .run(
+            keys.iter()
+                .map(|k| k.as_slice())
+                .zip(vals.iter().map(|v| v.as_slice())),
+            &mut out,
+        );
         assert!(out.iter().all(|&o| (o - 3.0).abs() < 1e-2), "{out:?}");
     }
 
     #[test]
     fn ggml_exp_is_accurate_and_simd_matches_scalar() {
-        for &x in &[-200.0f32, -130.0, -87.0, -20.5, -3.3, -1.0, -0.1, 0.0, 0.5, 2.0, 10.0, 80.0] {
+        for &x in &[
+            -200.0f32, -130.0, -87.0, -20.5, -3.3, -1.0, -0.1, 0.0, 0.5, 2.0, 10.0, 80.0,
+        ] {
             let e = expf_ggml(x) as f64;
             let want = (x as f64).exp();
-            assert!((e - want).abs() <= 1e-6 * want.max(1e-30) + 1e-37, "{x}: {e} vs {want}");
+            assert!(
+                (e - want).abs() <= 1e-6 * want.max(1e-30) + 1e-37,
+                "{x}: {e} vs {want}"
+            );
         }
         assert_eq!(expf_ggml(f32::NEG_INFINITY), 0.0);
-        let mut a: Vec<f32> = crate::cpu::tests::randn(64, 8).iter().map(|v| v * 10.0).collect();
+        let mut a: Vec<f32> = crate::cpu::tests::randn(64, 8)
+            .iter()
+            .map(|v| v * 10.0)
+            .collect();
         a[3] = f32::NEG_INFINITY;
         let mut b = a.clone();
         let sa = softmax_tile(Isa::Scalar, &mut a, 3.0);
@@ -575,7 +616,7 @@ mod tests {
                 kt[d * KV_TILE + i] = k[i * hd + d];
             }
         }
-        let allowed = |i: usize| i % 3 != 0;
+        let allowed = |i: usize| !i.is_multiple_of(3);
         let mut outs = Vec::new();
         for isa in [Isa::Scalar, Isa::best()] {
             let mut kq = [0f32; KV_TILE];
@@ -590,11 +631,25 @@ mod tests {
         let scores: Vec<f64> = (0..KV_TILE)
             .map(|i| (0..hd).map(|d| (q[d] * k[i * hd + d]) as f64).sum())
             .collect();
-        let m = (0..KV_TILE).filter(|&i| allowed(i)).map(|i| scores[i]).fold(f64::MIN, f64::max);
-        let w: Vec<f64> = (0..KV_TILE).map(|i| if allowed(i) { (scores[i] - m).exp() } else { 0.0 }).collect();
+        let m = (0..KV_TILE)
+            .filter(|&i| allowed(i))
+            .map(|i| scores[i])
+            .fold(f64::MIN, f64::max);
+        let w: Vec<f64> = (0..KV_TILE)
+            .map(|i| {
+                if allowed(i) {
+                    (scores[i] - m).exp()
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         let z: f64 = w.iter().sum();
         for d in 0..hd {
-            let want: f64 = (0..KV_TILE).map(|i| w[i] * v[i * hd + d] as f64).sum::<f64>() / z;
+            let want: f64 = (0..KV_TILE)
+                .map(|i| w[i] * v[i * hd + d] as f64)
+                .sum::<f64>()
+                / z;
             assert!((outs[0][d] as f64 - want).abs() < 1e-4, "{d}");
         }
     }
@@ -607,7 +662,10 @@ mod tests {
         round_to_f16(Isa::Scalar, &mut a);
         round_to_f16(Isa::best(), &mut b);
         assert_eq!(a, b);
-        assert!(a.iter().zip(&x).any(|(r, v)| r != v), "rounding changes something");
+        assert!(
+            a.iter().zip(&x).any(|(r, v)| r != v),
+            "rounding changes something"
+        );
     }
 
     #[test]

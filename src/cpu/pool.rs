@@ -103,8 +103,16 @@ impl ThreadPool {
             self.shared.wake.notify_all();
         }
         f(0);
+        // Spin briefly (shares usually finish together), then yield so a
+        // worker that lost its core to another process can get it back.
+        let mut spins = 0u32;
         while self.shared.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            spins = spins.saturating_add(1);
+            if spins < 4096 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         self.busy.store(false, Ordering::Release);
         if self.shared.panicked.swap(false, Ordering::AcqRel) {
@@ -158,7 +166,7 @@ fn worker(shared: &Shared, index: usize) {
                 return;
             }
             spins = spins.wrapping_add(1);
-            if spins % 64 == 0 && spin_start.elapsed() > SPIN {
+            if spins.is_multiple_of(64) && spin_start.elapsed() > SPIN {
                 let mut guard = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
                 shared.sleepers.fetch_add(1, Ordering::SeqCst);
                 while shared.generation.load(Ordering::SeqCst) == seen

@@ -7,7 +7,7 @@ use super::{Device, EngineConfig};
 use crate::model::gemma3::{Batch, Runtime, Scratch};
 use crate::model::tokenizer::ChatPrompt;
 use crate::model::{Gemma3, KvCache, Tokenizer};
-use crate::models::ModelFiles;
+use crate::models::{ModelFiles, TokenizerFile};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::time::Instant;
@@ -106,8 +106,11 @@ impl Engine {
                 "--device cuda: this build has no CUDA support (rebuild with `--features cuda`)"
             ),
         }
-        let model = crate::model::load_gguf(&files.weights)?;
-        let tokenizer = Tokenizer::from_file(&files.tokenizer)?;
+        let model = crate::model::load(&files.weights)?;
+        let tokenizer = match &files.tokenizer {
+            TokenizerFile::Json(path) => Tokenizer::from_file(path)?,
+            TokenizerFile::FromGguf => crate::model::gguf_tokenizer::load_path(&files.weights)?,
+        };
         anyhow::ensure!(
             tokenizer.base_vocab_size() <= model.vocab_size(),
             "tokenizer {} has {} tokens but the model only {}: they do not belong together",
@@ -115,9 +118,7 @@ impl Engine {
             tokenizer.base_vocab_size(),
             model.vocab_size()
         );
-        let file_bytes = std::fs::metadata(&files.weights)
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let file_bytes = files.weights_bytes();
         let mut e = Self::from_parts(model, tokenizer, cfg);
         e.name = files.name.clone();
         e.file_bytes = file_bytes;
@@ -176,7 +177,12 @@ impl Engine {
         let cfg = self.model.config();
         let rows = self.ubatch.min(num_ctx);
         if self.scratch.as_ref().is_none_or(|s| s.max_rows() < rows) {
-            self.scratch = Some(Scratch::new(cfg, self.rt.isa, rows, self.rt.pool.n_threads()));
+            self.scratch = Some(Scratch::new(
+                cfg,
+                self.rt.isa,
+                rows,
+                self.rt.pool.n_threads(),
+            ));
         }
         if self
             .cache

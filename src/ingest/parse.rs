@@ -111,7 +111,7 @@ pub(crate) fn decode_text(bytes: Vec<u8>) -> Result<String, Failure> {
         return utf8(rest.to_vec(), 3);
     }
     let utf16 = |rest: &[u8], le: bool| -> Result<String, Failure> {
-        if rest.len() % 2 != 0 {
+        if !rest.len().is_multiple_of(2) {
             return Err((
                 SkipCode::NotUtf8,
                 "invalid UTF-16: odd number of bytes".into(),

@@ -22,6 +22,11 @@ pub struct Config {
     pub sliding_window: usize,
     /// Every `sliding_window_pattern`-th layer is global; the others slide.
     pub sliding_window_pattern: usize,
+    /// Per-layer sliding flags, for a `config.json` whose `layer_types`
+    /// follow no single period; when set it overrides
+    /// `sliding_window_pattern`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sliding_layers: Option<Vec<bool>>,
     /// Queries are scaled by `1 / sqrt(query_pre_attn_scalar)`.
     pub query_pre_attn_scalar: f32,
     /// The context length the model was trained for.
@@ -35,7 +40,10 @@ pub struct Config {
 impl Config {
     /// Whether layer `i` attends over the sliding window only.
     pub fn is_sliding(&self, layer: usize) -> bool {
-        self.sliding_window_pattern == 0 || (layer + 1) % self.sliding_window_pattern != 0
+        if let Some(flags) = &self.sliding_layers {
+            return flags.get(layer).copied().unwrap_or(true);
+        }
+        self.sliding_window_pattern == 0 || !(layer + 1).is_multiple_of(self.sliding_window_pattern)
     }
 
     pub fn q_dim(&self) -> usize {
@@ -68,19 +76,28 @@ impl Config {
             anyhow::ensure!(v > 0, "model config: {name} must be positive");
         }
         anyhow::ensure!(
-            self.num_attention_heads % self.num_key_value_heads == 0,
+            self.num_attention_heads
+                .is_multiple_of(self.num_key_value_heads),
             "model config: {} attention heads cannot share {} key/value heads",
             self.num_attention_heads,
             self.num_key_value_heads
         );
         anyhow::ensure!(
-            self.head_dim % 2 == 0,
+            self.head_dim.is_multiple_of(2),
             "model config: head_dim must be even for rope"
         );
         anyhow::ensure!(
             self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0,
             "model config: bad rms_norm_eps"
         );
+        if let Some(flags) = &self.sliding_layers {
+            anyhow::ensure!(
+                flags.len() == self.num_hidden_layers,
+                "model config: {} per-layer sliding flags for {} layers",
+                flags.len(),
+                self.num_hidden_layers
+            );
+        }
         anyhow::ensure!(
             self.rope_theta > 0.0
                 && self.rope_local_base_freq > 0.0
@@ -125,6 +142,7 @@ impl Config {
             rope_scaling_factor: 1.0,
             sliding_window: 8,
             sliding_window_pattern: 6,
+            sliding_layers: None,
             query_pre_attn_scalar: 32.0,
             max_position_embeddings: 4096,
             norm_weight_offset: false,

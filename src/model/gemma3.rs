@@ -256,7 +256,14 @@ impl Attention {
 
     /// Decode steps and short prompts: one (token, head) at a time over the
     /// f16 cache with llama.cpp's one-query flash-attention numerics.
-    fn attend_one_by_one(&self, rt: &Runtime, s: &mut Scratch, b: &Batch, caches: &[KvCache], layer: usize) {
+    fn attend_one_by_one(
+        &self,
+        rt: &Runtime,
+        s: &mut Scratch,
+        b: &Batch,
+        caches: &[KvCache],
+        layer: usize,
+    ) {
         let n = b.len();
         let (qd, hd) = (self.q.rows, self.head_dim);
         let items = n * self.n_heads;
@@ -276,7 +283,11 @@ impl Attention {
                 let kvh = head / group;
                 let pos = b.positions[t];
                 let cache = caches[b.seqs[t]].layer(layer);
-                ops::to_f16_bits(rt.isa, &q[t * qd + head * hd..t * qd + (head + 1) * hd], q16);
+                ops::to_f16_bits(
+                    rt.isa,
+                    &q[t * qd + head * hd..t * qd + (head + 1) * hd],
+                    q16,
+                );
                 // SAFETY: (t, head) items are disjoint slices of the output.
                 let o = unsafe { out.slice(t * qd + head * hd, hd) };
                 let kv = (self.lowest_key(pos)..=pos).map(|j| {
@@ -297,7 +308,14 @@ impl Attention {
 
     /// Prompt chunks of 64+ tokens of one sequence: llama.cpp's tiled
     /// flash attention, one head per work item, keys in tiles of 64.
-    fn attend_tiled(&self, rt: &Runtime, s: &mut Scratch, b: &Batch, caches: &[KvCache], layer: usize) {
+    fn attend_tiled(
+        &self,
+        rt: &Runtime,
+        s: &mut Scratch,
+        b: &Batch,
+        caches: &[KvCache],
+        layer: usize,
+    ) {
         let n = b.len();
         let (qd, hd) = (self.q.rows, self.head_dim);
         let group = self.n_heads / self.n_kv_heads;
@@ -309,12 +327,18 @@ impl Attention {
         let rows_per_thread = s.max_rows;
         let q = &s.q[..n * qd];
         let cache = caches[b.seqs[0]].layer(layer);
-        let first = b.positions.iter().map(|&p| self.lowest_key(p)).min().unwrap_or(0);
+        let first = b
+            .positions
+            .iter()
+            .map(|&p| self.lowest_key(p))
+            .min()
+            .unwrap_or(0);
         let last = b.positions.iter().copied().max().unwrap_or(0);
         let threads = rt.pool.n_threads();
         rt.pool.run(|tid| {
             // SAFETY: each thread owns its own slices of the tile buffers.
-            let (kt, vt) = unsafe { kvbuf.slice(tid * kv_per_thread, kv_per_thread) }.split_at_mut(tile * hd);
+            let (kt, vt) =
+                unsafe { kvbuf.slice(tid * kv_per_thread, kv_per_thread) }.split_at_mut(tile * hd);
             let rows = unsafe { rowbuf.slice(tid * rows_per_thread, n) };
             let mut kq = [0f32; ops::KV_TILE];
             for head in split(self.n_heads, threads, tid) {
@@ -330,7 +354,10 @@ impl Attention {
                     for i in 0..tile {
                         let j = start + i;
                         if j >= first && j <= last {
-                            let (kr, vr) = (&cache.k_row(j)[kvh * hd..(kvh + 1) * hd], &cache.v_row(j)[kvh * hd..(kvh + 1) * hd]);
+                            let (kr, vr) = (
+                                &cache.k_row(j)[kvh * hd..(kvh + 1) * hd],
+                                &cache.v_row(j)[kvh * hd..(kvh + 1) * hd],
+                            );
                             for d in 0..hd {
                                 kt[d * tile + i] = half::f16::from_bits(kr[d]).to_f32();
                             }
@@ -368,7 +395,9 @@ impl Attention {
                 for (t, row) in rows.iter().enumerate() {
                     let inv = if row.sum == 0.0 { 0.0 } else { 1.0 / row.sum };
                     // SAFETY: as above.
-                    unsafe { out.slice(t * qd + head * hd, hd) }.iter_mut().for_each(|v| *v *= inv);
+                    unsafe { out.slice(t * qd + head * hd, hd) }
+                        .iter_mut()
+                        .for_each(|v| *v *= inv);
                 }
             }
         });
@@ -524,7 +553,6 @@ impl Scratch {
     pub fn max_rows(&self) -> usize {
         self.max_rows
     }
-
 }
 
 /// A loaded Gemma 3 model.

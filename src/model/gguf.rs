@@ -36,8 +36,13 @@ impl GgufFile {
         if &map[..4] != b"GGUF" {
             bail!("{} is not a GGUF file (bad magic)", path.display());
         }
-        let content = Content::read(&mut std::io::Cursor::new(&map[..]))
-            .map_err(|e| anyhow::anyhow!("{} is not a valid GGUF file: {}", path.display(), first_line(&e)))?;
+        let content = Content::read(&mut std::io::Cursor::new(&map[..])).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid GGUF file: {}",
+                path.display(),
+                first_line(&e)
+            )
+        })?;
         let f = Self {
             path: path.to_path_buf(),
             map: Arc::new(map),
@@ -166,6 +171,7 @@ impl GgufFile {
             sliding_window_pattern: self
                 .meta_u("gemma3.attention.sliding_window_pattern")
                 .unwrap_or(6),
+            sliding_layers: None,
             query_pre_attn_scalar: qpas,
             max_position_embeddings: self.meta_u("gemma3.context_length").unwrap_or(131_072),
             norm_weight_offset: false,

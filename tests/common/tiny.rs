@@ -30,25 +30,61 @@ fn rand_vec(n: usize, seed: &mut u64, scale: f32) -> Vec<f32> {
 impl Tiny {
     pub fn random(cfg: Config, seed: u64) -> Self {
         let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let (h, i, qd, kd, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
-        let mut t = vec![("token_embd.weight".to_string(), vec![cfg.vocab_size, h], rand_vec(cfg.vocab_size * h, &mut s, 0.5))];
-        let norm = |s: &mut u64, n: usize| rand_vec(n, s, 0.2).iter().map(|v| 1.0 + v).collect::<Vec<f32>>();
+        let (h, i, qd, kd, hd) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.q_dim(),
+            cfg.kv_dim(),
+            cfg.head_dim,
+        );
+        let mut t = vec![(
+            "token_embd.weight".to_string(),
+            vec![cfg.vocab_size, h],
+            rand_vec(cfg.vocab_size * h, &mut s, 0.5),
+        )];
+        let norm = |s: &mut u64, n: usize| {
+            rand_vec(n, s, 0.2)
+                .iter()
+                .map(|v| 1.0 + v)
+                .collect::<Vec<f32>>()
+        };
         for l in 0..cfg.num_hidden_layers {
             let p = format!("blk.{l}");
-            let w = |s: &mut u64, r: usize, c: usize| rand_vec(r * c, s, (1.0 / c as f32).sqrt() * 1.7);
+            let w =
+                |s: &mut u64, r: usize, c: usize| rand_vec(r * c, s, (1.0 / c as f32).sqrt() * 1.7);
             t.push((format!("{p}.attn_norm.weight"), vec![h], norm(&mut s, h)));
             t.push((format!("{p}.attn_q.weight"), vec![qd, h], w(&mut s, qd, h)));
             t.push((format!("{p}.attn_k.weight"), vec![kd, h], w(&mut s, kd, h)));
             t.push((format!("{p}.attn_v.weight"), vec![kd, h], w(&mut s, kd, h)));
-            t.push((format!("{p}.attn_q_norm.weight"), vec![hd], norm(&mut s, hd)));
-            t.push((format!("{p}.attn_k_norm.weight"), vec![hd], norm(&mut s, hd)));
-            t.push((format!("{p}.attn_output.weight"), vec![h, qd], w(&mut s, h, qd)));
-            t.push((format!("{p}.post_attention_norm.weight"), vec![h], norm(&mut s, h)));
+            t.push((
+                format!("{p}.attn_q_norm.weight"),
+                vec![hd],
+                norm(&mut s, hd),
+            ));
+            t.push((
+                format!("{p}.attn_k_norm.weight"),
+                vec![hd],
+                norm(&mut s, hd),
+            ));
+            t.push((
+                format!("{p}.attn_output.weight"),
+                vec![h, qd],
+                w(&mut s, h, qd),
+            ));
+            t.push((
+                format!("{p}.post_attention_norm.weight"),
+                vec![h],
+                norm(&mut s, h),
+            ));
             t.push((format!("{p}.ffn_norm.weight"), vec![h], norm(&mut s, h)));
             t.push((format!("{p}.ffn_gate.weight"), vec![i, h], w(&mut s, i, h)));
             t.push((format!("{p}.ffn_up.weight"), vec![i, h], w(&mut s, i, h)));
             t.push((format!("{p}.ffn_down.weight"), vec![h, i], w(&mut s, h, i)));
-            t.push((format!("{p}.post_ffw_norm.weight"), vec![h], norm(&mut s, h)));
+            t.push((
+                format!("{p}.post_ffw_norm.weight"),
+                vec![h],
+                norm(&mut s, h),
+            ));
         }
         t.push(("output_norm.weight".to_string(), vec![h], norm(&mut s, h)));
         Self { cfg, tensors: t }
@@ -73,17 +109,27 @@ impl Tiny {
             ("gemma3.attention.head_count_kv", u(c.num_key_value_heads)),
             ("gemma3.attention.key_length", u(c.head_dim)),
             ("gemma3.attention.value_length", u(c.head_dim)),
-            ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(c.rms_norm_eps)),
+            (
+                "gemma3.attention.layer_norm_rms_epsilon",
+                Value::F32(c.rms_norm_eps),
+            ),
             ("gemma3.rope.freq_base", Value::F32(c.rope_theta)),
             ("gemma3.attention.sliding_window", u(c.sliding_window)),
-            ("gemma3.attention.sliding_window_pattern", u(c.sliding_window_pattern)),
+            (
+                "gemma3.attention.sliding_window_pattern",
+                u(c.sliding_window_pattern),
+            ),
         ];
         let qts: Vec<(String, QTensor)> = self
             .tensors
             .iter()
             .map(|(name, shape, data)| {
                 let t = Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu).unwrap();
-                let dt = if shape.len() == 2 { dtype } else { GgmlDType::F32 };
+                let dt = if shape.len() == 2 {
+                    dtype
+                } else {
+                    GgmlDType::F32
+                };
                 (name.clone(), QTensor::quantize(&t, dt).unwrap())
             })
             .collect();
@@ -99,8 +145,15 @@ impl Tiny {
         let mut m = HashMap::new();
         for (name, shape, data) in &self.tensors {
             let (hf, is_norm) = hf_name(name);
-            let data: Vec<f32> = if is_norm { data.iter().map(|v| v - 1.0).collect() } else { data.clone() };
-            m.insert(hf, Tensor::from_vec(data, shape.as_slice(), &Device::Cpu).unwrap());
+            let data: Vec<f32> = if is_norm {
+                data.iter().map(|v| v - 1.0).collect()
+            } else {
+                data.clone()
+            };
+            m.insert(
+                hf,
+                Tensor::from_vec(data, shape.as_slice(), &Device::Cpu).unwrap(),
+            );
         }
         m
     }
@@ -163,23 +216,35 @@ pub fn hf_name(gguf: &str) -> (String, bool) {
 /// usual ids, `specials` placed at other ids on request, and words `w<id>`
 /// (each followed by a space) elsewhere.
 pub fn tokenizer(vocab: usize, specials: &[(&str, u32)]) -> chimera::model::Tokenizer {
-    let inner: tokenizers::Tokenizer = tokenizer_json(vocab, specials).parse().expect("tiny tokenizer parses");
+    let inner: tokenizers::Tokenizer = tokenizer_json(vocab, specials)
+        .parse()
+        .expect("tiny tokenizer parses");
     chimera::model::Tokenizer::from_tokenizer(inner).unwrap()
 }
 
 /// The `tokenizer.json` text of [`tokenizer`].
 pub fn tokenizer_json(vocab: usize, specials: &[(&str, u32)]) -> String {
     let mut names: Vec<String> = (0..vocab).map(|i| format!("w{i} ")).collect();
-    for (name, id) in [("<pad>", 0u32), ("<eos>", 1), ("<bos>", 2), ("<unk>", 3), ("<start_of_turn>", 105), ("<end_of_turn>", 106)]
-        .iter()
-        .copied()
-        .filter(|(n, _)| !specials.iter().any(|(s, _)| s == n))
-        .chain(specials.iter().copied())
+    for (name, id) in [
+        ("<pad>", 0u32),
+        ("<eos>", 1),
+        ("<bos>", 2),
+        ("<unk>", 3),
+        ("<start_of_turn>", 105),
+        ("<end_of_turn>", 106),
+    ]
+    .iter()
+    .copied()
+    .filter(|(n, _)| !specials.iter().any(|(s, _)| s == n))
+    .chain(specials.iter().copied())
     {
         names[id as usize] = name.to_string();
     }
-    let vocab_json: serde_json::Map<String, serde_json::Value> =
-        names.iter().enumerate().map(|(i, n)| (n.clone(), serde_json::json!(i))).collect();
+    let vocab_json: serde_json::Map<String, serde_json::Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), serde_json::json!(i)))
+        .collect();
     let added: Vec<serde_json::Value> = names
         .iter()
         .enumerate()

@@ -1,0 +1,357 @@
+//! AVX2 matrix-product tiles: several weight rows against several
+//! activation rows per pass, so each weight block is decoded once and each
+//! activation block loaded once for the whole tile.
+//!
+//! Every (row, activation) pair is summed exactly as the single-row kernel
+//! in `avx2.rs` sums it (same integer lanes, same float steps in the same
+//! order), so tiling changes speed, never results. The tests compare the two.
+#![allow(clippy::missing_safety_doc, clippy::needless_range_loop)]
+
+use super::quant::{Q8K_BYTES, Q8_0_BYTES, QK_K};
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned();
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline(always)]
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Software prefetch of the weights a later tile will read: `pf` advances
+/// `step` bytes per block, one or more cache lines at a time. The hardware
+/// prefetcher alone does not keep several interleaved row streams ahead of
+/// these kernels; with this a single thread streams about 90% of its read
+/// bandwidth instead of half of it.
+#[inline(always)]
+unsafe fn prefetch(pf: *const u8, step: usize, b: usize) {
+    let p = pf.wrapping_add(b * step);
+    let mut off = 0;
+    while off < step {
+        _mm_prefetch(p.wrapping_add(off) as *const i8, _MM_HINT_T0);
+        off += 64;
+    }
+}
+
+/// A 32-element block type whose values are signed bytes times one f16
+/// scale, dotted with Q8_0 activations (Q8_0, Q5_0, Q4_0).
+pub trait Block32 {
+    const BYTES: usize;
+    /// The block's scale and its 32 signed values.
+    unsafe fn decode(p: *const u8) -> (f32, __m256i);
+}
+
+pub struct Q8_0;
+pub struct Q5_0;
+pub struct Q4_0;
+
+impl Block32 for Q8_0 {
+    const BYTES: usize = 34;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> (f32, __m256i) {
+        (f16_at(p), _mm256_loadu_si256(p.add(2) as *const __m256i))
+    }
+}
+
+#[inline(always)]
+unsafe fn nibbles_32(p: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(p as *const __m128i);
+    let both = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
+}
+
+impl Block32 for Q4_0 {
+    const BYTES: usize = 18;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> (f32, __m256i) {
+        (
+            f16_at(p),
+            _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8)),
+        )
+    }
+}
+
+impl Block32 for Q5_0 {
+    const BYTES: usize = 22;
+    #[inline(always)]
+    unsafe fn decode(p: *const u8) -> (f32, __m256i) {
+        let qh = (p.add(2) as *const u32).read_unaligned();
+        let x32 = _mm256_set1_epi32(qh as i32);
+        let shuf = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        );
+        let bytes = _mm256_or_si256(
+            _mm256_shuffle_epi8(x32, shuf),
+            _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
+        );
+        let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+        let hi = _mm256_andnot_si256(set, _mm256_set1_epi8(0xf0u8 as i8));
+        (f16_at(p), _mm256_or_si256(nibbles_32(p.add(6)), hi))
+    }
+}
+
+macro_rules! tile_b32_body {
+    ($dot:expr, $w:ident, $a:ident, $nb:ident, $out:ident, $pf:ident, $step:ident) => {{
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for b in 0..$nb {
+            prefetch($pf, $step, b);
+            let mut ya = [_mm256_setzero_si256(); C];
+            let mut da = [0f32; C];
+            for c in 0..C {
+                let p = $a[c].add(b * Q8_0_BYTES);
+                da[c] = f16_at(p);
+                ya[c] = _mm256_loadu_si256(p.add(2) as *const __m256i);
+            }
+            for r in 0..R {
+                let (dw, wq) = B::decode($w[r].add(b * B::BYTES));
+                let aw = _mm256_sign_epi8(wq, wq);
+                for c in 0..C {
+                    let s = $dot(aw, _mm256_sign_epi8(ya[c], wq));
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_set1_ps(dw * da[c]),
+                        _mm256_cvtepi32_ps(s),
+                        acc[r][c],
+                    );
+                }
+            }
+        }
+        for r in 0..R {
+            for c in 0..C {
+                $out[r][c] = hsum_ps(acc[r][c]);
+            }
+        }
+    }};
+}
+
+/// `R` weight rows of a 32-element block type against `C` Q8_0 activation
+/// rows: `out[r][c]`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_b32<B: Block32, const R: usize, const C: usize>(
+    w: &[*const u8; R],
+    a: &[*const u8; C],
+    nb: usize,
+    out: &mut [[f32; C]; R],
+    pf: *const u8,
+    step: usize,
+) {
+    let ones = _mm256_set1_epi16(1);
+    tile_b32_body!(
+        |x, y| _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), ones),
+        w,
+        a,
+        nb,
+        out,
+        pf,
+        step
+    )
+}
+
+/// [`tile_b32`] with AVX-VNNI: one `vpdpbusd` does the multiply and the
+/// four-way sum. The pair sums never reach the 16-bit saturation the AVX2
+/// path could hit (weights and activations are within +-128 and +-127), so
+/// the integer lanes, and the results, are identical.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn tile_b32_vnni<B: Block32, const R: usize, const C: usize>(
+    w: &[*const u8; R],
+    a: &[*const u8; C],
+    nb: usize,
+    out: &mut [[f32; C]; R],
+    pf: *const u8,
+    step: usize,
+) {
+    tile_b32_body!(
+        |x, y| _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), x, y),
+        w,
+        a,
+        nb,
+        out,
+        pf,
+        step
+    )
+}
+
+/// Whether this CPU has AVX-VNNI (and `CHIMERA_NO_VNNI` does not say no).
+pub fn has_vnni() -> bool {
+    static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VNNI.get_or_init(|| {
+        is_x86_feature_detected!("avxvnni") && std::env::var_os("CHIMERA_NO_VNNI").is_none()
+    })
+}
+
+#[inline(always)]
+unsafe fn k4_scales(q: *const u8) -> ([u8; 8], [u8; 8]) {
+    let q = std::slice::from_raw_parts(q, 12);
+    let mut sc = [0u8; 8];
+    let mut mn = [0u8; 8];
+    for j in 0..8 {
+        let (a, b) = super::quant::scale_min_k4(j, q);
+        sc[j] = a;
+        mn[j] = b;
+    }
+    (sc, mn)
+}
+
+/// One Q4_K weight row against `C` Q8_K activation rows. `GROUPED` selects
+/// llama.cpp's repacked-GEMM rounding (a float step per 64 elements)
+/// instead of its GEMV rounding (a float step per block).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q4k<const C: usize, const GROUPED: bool>(
+    w: *const u8,
+    a: &[*const u8; C],
+    nb: usize,
+    out: &mut [f32; C],
+    pf: *const u8,
+) {
+    let mut acc = [0f32; C];
+    let mut acc_m = [0f32; C];
+    let m4 = _mm256_set1_epi8(0x0f);
+    for i in 0..nb {
+        prefetch(pf, 144, i);
+        let wb = w.add(i * 144);
+        let (dw, dminw) = (f16_at(wb), f16_at(wb.add(2)));
+        let (sc, mn) = k4_scales(wb.add(4));
+        let mut lo = [_mm256_setzero_si256(); 4];
+        let mut hi = [_mm256_setzero_si256(); 4];
+        for j in 0..4 {
+            let bits = _mm256_loadu_si256(wb.add(16 + 32 * j) as *const __m256i);
+            lo[j] = _mm256_and_si256(bits, m4);
+            hi[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+        }
+        for c in 0..C {
+            let ab = a[c].add(i * Q8K_BYTES);
+            let ad = (ab as *const f32).read_unaligned();
+            let (d, dmin) = (dw * ad, dminw * ad);
+            let q8 = ab.add(4);
+            let bs = ab.add(4 + QK_K) as *const i16;
+            let pair = |k: usize| {
+                bs.add(2 * k).read_unaligned() as i32 + bs.add(2 * k + 1).read_unaligned() as i32
+            };
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let yl = _mm256_loadu_si256(q8.add(64 * j) as *const __m256i);
+                let yh = _mm256_loadu_si256(q8.add(64 * j + 32) as *const __m256i);
+                let pl = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(lo[j], yl),
+                    _mm256_set1_epi16(sc[2 * j] as i16),
+                );
+                let ph = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(hi[j], yh),
+                    _mm256_set1_epi16(sc[2 * j + 1] as i16),
+                );
+                if GROUPED {
+                    let isb = hsum_epi32(_mm256_add_epi32(pl, ph));
+                    acc[c] = (isb as f32).mul_add(d, acc[c]);
+                    let msb =
+                        mn[2 * j] as i32 * pair(2 * j) + mn[2 * j + 1] as i32 * pair(2 * j + 1);
+                    acc_m[c] = (msb as f32).mul_add(dmin, acc_m[c]);
+                } else {
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+                }
+            }
+            if !GROUPED {
+                acc[c] = (hsum_epi32(sumi) as f32).mul_add(dw * ad, acc[c]);
+                let mt: i32 = (0..8).map(|k| mn[k] as i32 * pair(k)).sum();
+                acc_m[c] = (mt as f32).mul_add(dminw * ad, acc_m[c]);
+            }
+        }
+    }
+    for c in 0..C {
+        out[c] = acc[c] - acc_m[c];
+    }
+}
+
+/// One Q6_K weight row against `C` Q8_K activation rows. `TILED` selects
+/// llama.cpp's tiled-GEMM rounding (per block: integer total times the
+/// weight scale, then one fused step with the activation scale) instead of
+/// its `vec_dot` rounding (eight float lanes).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile_q6k<const C: usize, const TILED: bool>(
+    w: *const u8,
+    a: &[*const u8; C],
+    nb: usize,
+    out: &mut [f32; C],
+    pf: *const u8,
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_s = [0f32; C];
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x30);
+    for i in 0..nb {
+        prefetch(pf, 210, i);
+        let wb = w.add(i * 210);
+        let dw = f16_at(wb.add(208));
+        let scales = wb.add(192) as *const i8;
+        let scales16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales as *const __m128i));
+        let mut q = [_mm256_setzero_si256(); 8];
+        let mut sv = [_mm256_setzero_si256(); 8];
+        for n in 0..2 {
+            let ql = wb.add(64 * n);
+            let qh = _mm256_loadu_si256(wb.add(128 + 32 * n) as *const __m256i);
+            let b1 = _mm256_loadu_si256(ql as *const __m256i);
+            let b2 = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+            q[4 * n] = _mm256_or_si256(
+                _mm256_and_si256(b1, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+            );
+            q[4 * n + 1] = _mm256_or_si256(
+                _mm256_and_si256(b2, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+            );
+            q[4 * n + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(b1, 4), m4),
+                _mm256_and_si256(qh, m2),
+            );
+            q[4 * n + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(b2, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+            );
+            for k in 0..4 {
+                let s0 = *scales.add(8 * n + 2 * k) as i16;
+                let s1 = *scales.add(8 * n + 2 * k + 1) as i16;
+                sv[4 * n + k] = _mm256_setr_m128i(_mm_set1_epi16(s0), _mm_set1_epi16(s1));
+            }
+        }
+        for c in 0..C {
+            let ab = a[c].add(i * Q8K_BYTES);
+            let q8 = ab.add(4);
+            let bsums = _mm256_loadu_si256(ab.add(4 + QK_K) as *const __m256i);
+            let offset = _mm256_slli_epi32(_mm256_madd_epi16(bsums, scales16), 5);
+            let mut sumi = _mm256_setzero_si256();
+            for n in 0..2 {
+                let mut p = [_mm256_setzero_si256(); 4];
+                for k in 0..4 {
+                    let y = _mm256_loadu_si256(q8.add(128 * n + 32 * k) as *const __m256i);
+                    p[k] = _mm256_madd_epi16(sv[4 * n + k], _mm256_maddubs_epi16(q[4 * n + k], y));
+                }
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[0], p[1]));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p[2], p[3]));
+            }
+            let sumi = _mm256_sub_epi32(sumi, offset);
+            let ad = (ab as *const f32).read_unaligned();
+            if TILED {
+                acc_s[c] = (dw * hsum_epi32(sumi) as f32).mul_add(ad, acc_s[c]);
+            } else {
+                acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(ad * dw), _mm256_cvtepi32_ps(sumi), acc[c]);
+            }
+        }
+    }
+    for c in 0..C {
+        out[c] = if TILED { acc_s[c] } else { hsum_ps(acc[c]) };
+    }
+}
