@@ -6,8 +6,12 @@
 //! renders what it is handed. Nothing downstream reaches back upstream.
 
 pub mod agent;
+pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
 pub mod ingest;
 pub mod model;

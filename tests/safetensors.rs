@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType as CDType, Tensor};
-use chimera::model::gemma3::{Batch, Runtime, Scratch};
+use chimera::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
 use chimera::model::safetensors::DType;
 use chimera::model::{load_gguf, load_with, Config, Gemma3, KvCache};
 use common::tiny::Tiny;
@@ -29,6 +29,7 @@ fn logits(m: &Gemma3, tokens: &[u32]) -> Vec<Vec<f32>> {
         positions: &pos,
         seqs: &vec![0; tokens.len()],
         logits_rows: &pos,
+        kind: BatchKind::Prompt,
     };
     m.forward(&rt, &mut s, &b, &mut caches, &mut out).unwrap();
     out.chunks(vocab).map(|l| l.to_vec()).collect()

@@ -7,7 +7,7 @@ mod common;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use chimera::engine::{Engine, EngineConfig, Options, Prompt, Quiet, Request};
-use chimera::model::gemma3::{Batch, Runtime, Scratch};
+use chimera::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
 use chimera::model::{load_gguf, Config, Gemma3, KvCache};
 use common::tiny::{tokenizer, Tiny};
 
@@ -35,6 +35,7 @@ fn logits_all(m: &Gemma3, tokens: &[u32], chunk: usize) -> Vec<Vec<f32>> {
             positions: &pos,
             seqs: &vec![0; part.len()],
             logits_rows: &rows,
+            kind: BatchKind::Prompt,
         };
         m.forward(&rt, &mut s, &b, &mut caches, &mut logits)
             .unwrap();

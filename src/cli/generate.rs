@@ -113,6 +113,7 @@ pub fn run(args: GenerateArgs) -> Result<u8> {
         }
     };
     let _ = g;
+    crate::cpu::profile::report();
     Ok(0)
 }
 

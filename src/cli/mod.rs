@@ -2,6 +2,9 @@
 //! groups flattened into each, and a `run` that returns the exit code.
 
 pub mod args;
+pub mod batch;
+pub mod bench;
+pub mod compare;
 pub mod fetch;
 pub mod generate;
 pub mod ingest;
@@ -27,6 +30,12 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Run the agents over an artifact folder and write measured reports.
     Report(report::ReportArgs),
+    /// Benchmark models as llama-bench does (pp, tg) plus TTFT, load time and memory.
+    Bench(bench::BenchArgs),
+    /// Run a grid of report jobs from a TOML file (resumable, shardable), or merge shards.
+    Batch(batch::BatchArgs),
+    /// Compare two finished report folders: throughput and TTFT deltas, run by run.
+    Compare(compare::CompareArgs),
 }
 
 /// Parses the command line and runs the chosen subcommand.
@@ -37,5 +46,8 @@ pub fn run() -> anyhow::Result<u8> {
         Command::Ingest(args) => ingest::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Report(args) => report::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Batch(args) => batch::run(args),
+        Command::Compare(args) => compare::run(args),
     }
 }

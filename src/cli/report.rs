@@ -22,6 +22,11 @@
 //! runs are staged and renamed into place whole, every file is written
 //! atomically, and Ctrl-C keeps the finished runs (and a summary of them),
 //! says where they are and exits with 130.
+//!
+//! With `--scenario` both agents run at once and each run also gets a
+//! `combined_report.md`; `report/scenario.rs` documents the scenarios,
+//! their option layers (`--a` / `--b KEY=VALUE`, `--scenario-config FILE`)
+//! and `--concurrency`.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -45,6 +50,8 @@ use crate::report::metrics::{AgentMetrics, CallRecord, MetricsBlock, RunMetrics}
 use crate::report::numcheck::{self, Known};
 use crate::report::output::{self, write_atomic, OutputDir};
 use crate::report::summary::{self, SummaryMeta};
+
+mod scenario;
 
 /// Layers offloaded to a GPU, for the Configuration line: the engine runs on
 /// the CPU only so far.
@@ -141,6 +148,37 @@ pub struct ReportArgs {
     /// No progress display and no warnings about skipped input files.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+
+    /// Run both agents at once: baseline_vs_chimera ("Baseline Collector"
+    /// with default options against "Chimera Insight" with --b),
+    /// chimera_hetero ("Chimera Agent A" with --a, "Chimera Agent B" with
+    /// --b) or chimera_homo (both with --a). Each run adds
+    /// combined_report.md: wall time, speedup, efficiency, contention.
+    #[arg(long, value_enum, value_name = "SCENARIO")]
+    pub scenario: Option<crate::report::scenario::Scenario>,
+
+    /// With --scenario: how the agents share the engine: sequential (one
+    /// after the other), threads (two engines, half the threads each) or
+    /// batched (shared decode steps on one engine) [default: batched].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub concurrency: Option<crate::report::scenario::Concurrency>,
+
+    /// With --scenario: an option of agent A (the collector persona), over
+    /// the shared flags and [a] of --scenario-config (repeatable); keys as
+    /// for --collector.
+    #[arg(long = "a", value_name = "KEY=VALUE")]
+    pub a: Vec<String>,
+
+    /// With --scenario: an option of agent B (the insight persona), over
+    /// the shared flags and [b] of --scenario-config (repeatable).
+    #[arg(long = "b", value_name = "KEY=VALUE")]
+    pub b: Vec<String>,
+
+    /// With --scenario: TOML file with [a] and [b] tables of agent options
+    /// (temperature = 0.2, num_ctx = 4096, ...); --a / --b win over it.
+    /// Example: examples/scenario.toml.
+    #[arg(long, value_name = "FILE.toml")]
+    pub scenario_config: Option<PathBuf>,
 }
 
 /// One agent as this report runs it.
@@ -438,7 +476,11 @@ fn run_once(
 
 pub fn run(args: ReportArgs) -> Result<u8> {
     anyhow::ensure!(args.runs >= 1, "invalid --runs 0: must be at least 1");
-    let plans = plans(&args)?;
+    let setup = scenario::Setup::from_args(&args)?;
+    let plans = match &setup {
+        Some(s) => s.plans(),
+        None => plans(&args)?,
+    };
 
     // Fail on a bad output or input folder before the model loads (the
     // output first: a refusal should not follow input warnings).
@@ -509,6 +551,9 @@ pub fn run(args: ReportArgs) -> Result<u8> {
             eprintln!("{}", interrupted_message(&c));
             std::process::exit(130);
         });
+    }
+    if let Some(setup) = setup {
+        return scenario::run(&args, setup, engine, &out, &ingest_opts, &committed, &bar);
     }
     let mut display = Display::new(bar.clone());
 

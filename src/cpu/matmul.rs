@@ -151,6 +151,7 @@ pub struct QuantActs {
     bufs: [AlignedBytes; 3],
     ready: [bool; 3],
     max_bytes: [usize; 3],
+    prompt_batch: bool,
 }
 
 fn slot(fmt: ActFormat) -> usize {
@@ -178,6 +179,7 @@ impl QuantActs {
             bufs: Default::default(),
             ready: [false; 3],
             max_bytes,
+            prompt_batch: true,
         }
     }
 
@@ -226,6 +228,14 @@ impl QuantActs {
         self.rows
     }
 
+    /// Whether the rows are one prompt's tokens (the default), summed with
+    /// llama.cpp's batch kernels' rounding, or tokens of different
+    /// sequences decoded together, each summed exactly as if it were alone
+    /// (so batching never changes a sequence's output).
+    pub fn set_prompt_batch(&mut self, prompt: bool) {
+        self.prompt_batch = prompt;
+    }
+
     fn get(&self, fmt: ActFormat) -> &[u8] {
         let s = slot(fmt);
         assert!(self.ready[s], "activations not prepared for {fmt:?}");
@@ -235,39 +245,68 @@ impl QuantActs {
 
 /// `out[t * w.rows + r] = W[r] . x[t]` for all `t < acts.rows()`.
 pub fn matmul(pool: &ThreadPool, isa: Isa, w: &Matrix, acts: &QuantActs, out: &mut [f32]) {
-    assert_eq!(
-        acts.cols, w.cols,
-        "matmul: input width does not match the weights"
-    );
+    matmul_many(pool, isa, acts, &mut [(w, out)]);
+}
+
+/// Several products over the same input in one parallel pass (Q, K and V;
+/// gate and up): one hand-off to the threads instead of one per matrix.
+pub fn matmul_many(
+    pool: &ThreadPool,
+    isa: Isa,
+    acts: &QuantActs,
+    outs: &mut [(&Matrix, &mut [f32])],
+) {
     let n_tok = acts.rows;
-    let n_rows = w.rows;
-    assert!(out.len() >= n_tok * n_rows);
-    let fmt = w.qtype.act_format();
-    let job = Job {
-        w: &w.data,
-        wrb: w.row_bytes(),
-        qtype: w.qtype,
-        a: acts.get(fmt),
-        arb: fmt.row_bytes(w.cols),
-        nb: w.cols / w.qtype.block_elems(),
-        n_tok,
-        n_rows,
-        isa,
-    };
-    let dst = SharedMut::new(out);
+    let jobs: Vec<(Job, SharedMut<f32>)> = outs
+        .iter_mut()
+        .map(|(w, out)| {
+            assert_eq!(
+                acts.cols, w.cols,
+                "matmul: input width does not match the weights"
+            );
+            assert!(out.len() >= n_tok * w.rows);
+            let fmt = w.qtype.act_format();
+            let job = Job {
+                w: &w.data,
+                wrb: w.row_bytes(),
+                qtype: w.qtype,
+                a: acts.get(fmt),
+                arb: fmt.row_bytes(w.cols),
+                nb: w.cols / w.qtype.block_elems(),
+                n_tok,
+                n_rows: w.rows,
+                isa,
+                // One activation row rounds the same either way.
+                batched: acts.prompt_batch && n_tok > 1,
+            };
+            (job, SharedMut::new(out))
+        })
+        .collect();
     // Rows are handed out in small chunks from a shared counter, so a thread
     // that runs slower (or was descheduled) does less, instead of the other
     // waiting for it.
     let chunk = if n_tok == 1 { 64 } else { 16 };
-    let chunks = n_rows.div_ceil(chunk);
+    let starts: Vec<usize> = jobs
+        .iter()
+        .scan(0, |acc, (j, _)| {
+            let s = *acc;
+            *acc += j.n_rows.div_ceil(chunk);
+            Some(s)
+        })
+        .collect();
+    let total =
+        starts.last().map_or(0, |&s| s) + jobs.last().map_or(0, |(j, _)| j.n_rows.div_ceil(chunk));
     let next = AtomicUsize::new(0);
     pool.run(|_| loop {
         let c = next.fetch_add(1, Ordering::Relaxed);
-        if c >= chunks {
+        if c >= total {
             break;
         }
-        let rows = c * chunk..((c + 1) * chunk).min(n_rows);
-        job.run(rows, dst);
+        let k = starts.partition_point(|&s| s <= c) - 1;
+        let (job, dst) = &jobs[k];
+        let local = c - starts[k];
+        let rows = local * chunk..((local + 1) * chunk).min(job.n_rows);
+        job.run(rows, *dst);
     });
 }
 
@@ -282,9 +321,21 @@ struct Job<'a> {
     n_tok: usize,
     n_rows: usize,
     isa: Isa,
+    /// Prompt-batch rounding (see `QuantActs::set_prompt_batch`).
+    batched: bool,
 }
 
 impl Job<'_> {
+    /// The batch size the kernel choice sees: 1 when every row must round
+    /// as if it were alone.
+    fn rounding_rows(&self) -> usize {
+        if self.batched {
+            self.n_tok
+        } else {
+            1
+        }
+    }
+
     /// Computes weight rows `rows` for every activation row.
     fn run(&self, rows: std::ops::Range<usize>, dst: SharedMut<f32>) {
         #[cfg(target_arch = "x86_64")]
@@ -297,7 +348,7 @@ impl Job<'_> {
         }
         for t in 0..self.n_tok {
             let at = &self.a[t * self.arb..(t + 1) * self.arb];
-            let f = dot_fn_for(self.isa, self.qtype, self.n_tok, t);
+            let f = dot_fn_for(self.isa, self.qtype, self.rounding_rows(), t);
             // SAFETY: rows of this chunk belong to this thread alone.
             let o = unsafe { dst.slice(t * self.n_rows + rows.start, rows.len()) };
             for (i, r) in rows.clone().enumerate() {
@@ -327,7 +378,12 @@ impl Job<'_> {
                     ap[i] = act(t);
                 }
                 let mut o = [0f32; 4];
-                let (w, nb, p) = (row($r), self.nb, pf($r));
+                let p = if ts.start == 0 {
+                    pf($r)
+                } else {
+                    std::ptr::null()
+                };
+                let (w, nb) = (row($r), self.nb);
                 match ts.len() {
                     4 => tiles::$kernel::<4, $flag>(
                         w,
@@ -369,7 +425,7 @@ impl Job<'_> {
             QType::Q4_0 => self.b32::<tiles::Q4_0>(rows, &row, &act, &put),
             QType::Q4K => {
                 // Rows in llama.cpp's groups of four take the grouped rounding.
-                let grouped = if n > 3 { n - n % 4 } else { 0 };
+                let grouped = if self.batched && n > 3 { n - n % 4 } else { 0 };
                 for r in rows {
                     for ts in token_tiles(0..grouped) {
                         k_tile!(tile_q4k, true, r, ts);
@@ -383,7 +439,7 @@ impl Job<'_> {
                 // llama.cpp switches to its tiled kernel from eight rows up.
                 for r in rows {
                     for ts in token_tiles(0..n) {
-                        if n >= 8 {
+                        if self.batched && n >= 8 {
                             k_tile!(tile_q6k, true, r, ts);
                         } else {
                             k_tile!(tile_q6k, false, r, ts);
@@ -394,7 +450,7 @@ impl Job<'_> {
             _ => {
                 for t in 0..n {
                     let at = std::slice::from_raw_parts(act(t), self.arb);
-                    let f = dot_fn_for(self.isa, self.qtype, n, t);
+                    let f = dot_fn_for(self.isa, self.qtype, self.rounding_rows(), t);
                     for r in rows.clone() {
                         put(
                             t,
@@ -428,7 +484,13 @@ impl Job<'_> {
                 // Prefetch the rows four tiles ahead, spread over the blocks.
                 let ahead = ($r0 + 4 * $r).min(self.n_rows - $r);
                 let pf = row(ahead);
-                let step = ($r * self.wrb).div_ceil(nb);
+                // Only the first activation tile of a row tile prefetches;
+                // the others find the rows in cache.
+                let step = if $t0 == 0 {
+                    ($r * self.wrb).div_ceil(nb)
+                } else {
+                    0
+                };
                 if vnni {
                     tile_b32_vnni::<B, $r, $c>(&w, &a, nb, &mut o, pf, step);
                 } else {

@@ -10,6 +10,7 @@ pub mod avx2;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+pub mod profile;
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
 pub mod tiles;

@@ -38,6 +38,9 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 /// bandwidth instead of half of it.
 #[inline(always)]
 unsafe fn prefetch(pf: *const u8, step: usize, b: usize) {
+    if pf.is_null() {
+        return;
+    }
     let p = pf.wrapping_add(b * step);
     let mut off = 0;
     while off < step {
@@ -111,23 +114,24 @@ macro_rules! tile_b32_body {
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         for b in 0..$nb {
             prefetch($pf, $step, b);
+            // Each (row, activation) pair sums d_w * d_a * int lanes, with the
+            // scale product rounded first as ggml does; forming it lane-wise
+            // from broadcast factors rounds identically and saves a step.
             let mut ya = [_mm256_setzero_si256(); C];
-            let mut da = [0f32; C];
+            let mut da = [_mm256_setzero_ps(); C];
             for c in 0..C {
                 let p = $a[c].add(b * Q8_0_BYTES);
-                da[c] = f16_at(p);
+                da[c] = _mm256_set1_ps(f16_at(p));
                 ya[c] = _mm256_loadu_si256(p.add(2) as *const __m256i);
             }
             for r in 0..R {
                 let (dw, wq) = B::decode($w[r].add(b * B::BYTES));
+                let dw = _mm256_set1_ps(dw);
                 let aw = _mm256_sign_epi8(wq, wq);
                 for c in 0..C {
                     let s = $dot(aw, _mm256_sign_epi8(ya[c], wq));
-                    acc[r][c] = _mm256_fmadd_ps(
-                        _mm256_set1_ps(dw * da[c]),
-                        _mm256_cvtepi32_ps(s),
-                        acc[r][c],
-                    );
+                    acc[r][c] =
+                        _mm256_fmadd_ps(_mm256_mul_ps(dw, da[c]), _mm256_cvtepi32_ps(s), acc[r][c]);
                 }
             }
         }

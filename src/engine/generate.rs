@@ -2,14 +2,14 @@
 
 use super::metrics::Metrics;
 use super::options::Options;
-use super::sampler::Sampler;
 use super::{Device, EngineConfig};
-use crate::model::gemma3::{Batch, Runtime, Scratch};
+use crate::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
 use crate::model::tokenizer::ChatPrompt;
 use crate::model::{Gemma3, KvCache, Tokenizer};
 use crate::models::{ModelFiles, TokenizerFile};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What to send to the model.
@@ -83,16 +83,17 @@ pub struct Quiet;
 impl Observer for Quiet {}
 
 /// A model loaded in this process, with the buffers its calls reuse.
+/// Weights and tokenizer are shared: [`Engine::fork`] makes another engine
+/// over the same model with its own threads and buffers.
 pub struct Engine {
-    model: Gemma3,
-    tokenizer: Tokenizer,
+    model: Arc<Gemma3>,
+    tokenizer: Arc<Tokenizer>,
     rt: Runtime,
     name: String,
     load_ms: f64,
     file_bytes: u64,
     ubatch: usize,
     scratch: Option<Scratch>,
-    cache: Option<KvCache>,
     logits: Vec<f32>,
 }
 
@@ -131,16 +132,35 @@ impl Engine {
         let threads = cfg.threads.unwrap_or_else(default_threads);
         Self {
             logits: vec![0.0; model.vocab_size()],
-            model,
-            tokenizer,
+            model: Arc::new(model),
+            tokenizer: Arc::new(tokenizer),
             rt: Runtime::new(threads),
             name: String::new(),
             load_ms: 0.0,
             file_bytes: 0,
             ubatch: cfg.ubatch.max(1),
             scratch: None,
-            cache: None,
         }
+    }
+
+    /// Another engine over the same weights and tokenizer, with its own
+    /// `threads` threads and buffers (for generations on separate threads).
+    pub fn fork(&self, threads: usize) -> Engine {
+        Engine {
+            logits: vec![0.0; self.model.vocab_size()],
+            model: Arc::clone(&self.model),
+            tokenizer: Arc::clone(&self.tokenizer),
+            rt: Runtime::new(threads.max(1)),
+            name: self.name.clone(),
+            load_ms: self.load_ms,
+            file_bytes: self.file_bytes,
+            ubatch: self.ubatch,
+            scratch: None,
+        }
+    }
+
+    pub fn ubatch(&self) -> usize {
+        self.ubatch
     }
 
     pub fn name(&self) -> &str {
@@ -171,29 +191,38 @@ impl Engine {
         self.rt.isa
     }
 
-    /// Makes sure buffers and cache fit `num_ctx`; allocates only when the
-    /// context grows.
-    fn prepare(&mut self, num_ctx: usize) {
+    /// Makes sure the forward buffers fit prompt chunks for `num_ctx` and
+    /// `rows` rows of logits; allocates only when they grow.
+    pub(crate) fn ensure_buffers(&mut self, num_ctx: usize, rows: usize) {
         let cfg = self.model.config();
-        let rows = self.ubatch.min(num_ctx);
-        if self.scratch.as_ref().is_none_or(|s| s.max_rows() < rows) {
+        let chunk = self.ubatch.min(num_ctx).max(rows);
+        if self.scratch.as_ref().is_none_or(|s| s.max_rows() < chunk) {
             self.scratch = Some(Scratch::new(
                 cfg,
                 self.rt.isa,
-                rows,
+                chunk,
                 self.rt.pool.n_threads(),
             ));
         }
-        if self
-            .cache
-            .as_ref()
-            .is_none_or(|c| c.num_ctx() != num_ctx || c.max_chunk() < rows)
-        {
-            self.cache = Some(KvCache::new(cfg, num_ctx, rows));
+        let need = rows * self.model.vocab_size();
+        if self.logits.len() < need {
+            self.logits.resize(need, 0.0);
         }
-        if let Some(c) = self.cache.as_mut() {
-            c.clear();
-        }
+    }
+
+    /// One forward pass of `b` over `caches`; its logits land in the
+    /// engine's logits buffer.
+    pub(crate) fn forward(&mut self, b: &Batch, caches: &mut [KvCache]) -> Result<()> {
+        self.ensure_buffers(b.len(), b.logits_rows.len());
+        let scratch = self.scratch.as_mut().expect("ensured");
+        self.model
+            .forward(&self.rt, scratch, b, caches, &mut self.logits)
+    }
+
+    /// The tokenizer and the first `rows` rows of logits of the last forward.
+    pub(crate) fn tokenizer_and_logits(&mut self, rows: usize) -> (&Tokenizer, &mut [f32]) {
+        let n = rows * self.model.vocab_size();
+        (&self.tokenizer, &mut self.logits[..n])
     }
 
     /// Token ids for `prompt`, cut from the front of the user text when they
@@ -248,6 +277,110 @@ impl Engine {
         Ok((out, dropped))
     }
 
+    /// Prompt processing as llama-bench's `pp` test times it: `n` tokens
+    /// (ids spread over the vocabulary, not text) through the model from an
+    /// empty cache, in batches of `ubatch`, logits for the last one only.
+    /// Returns the wall time of the forward passes in milliseconds; no
+    /// tokenization or sampling is included.
+    pub fn time_prompt(&mut self, n: usize) -> Result<f64> {
+        anyhow::ensure!(n > 0, "the prompt must have at least one token");
+        let tokens = bench_tokens(n, self.model.vocab_size());
+        let mut cache = [KvCache::new(self.model.config(), n, self.ubatch.min(n))];
+        self.ensure_buffers(n, 1);
+        let t0 = Instant::now();
+        self.feed(&tokens, &mut cache, &[n - 1])?;
+        Ok(ms(t0))
+    }
+
+    /// Generation as llama-bench's `tg` test times it: `n` single-token
+    /// forward passes (with logits) from an empty cache. Returns their wall
+    /// time in milliseconds; no sampling is included.
+    pub fn time_decode(&mut self, n: usize) -> Result<f64> {
+        anyhow::ensure!(n > 0, "generate at least one token");
+        let tokens = bench_tokens(n, self.model.vocab_size());
+        let mut cache = [KvCache::new(self.model.config(), n, 1)];
+        self.ensure_buffers(n, 1);
+        let t0 = Instant::now();
+        for (p, tok) in tokens.iter().enumerate() {
+            let b = Batch {
+                tokens: std::slice::from_ref(tok),
+                positions: &[p],
+                seqs: &[0],
+                logits_rows: &[0],
+                kind: BatchKind::Decode,
+            };
+            self.forward(&b, &mut cache)?;
+        }
+        Ok(ms(t0))
+    }
+
+    /// Batched generation timed like [`Engine::time_decode`]: `batch`
+    /// sequences, each from an empty cache, take `n` decode steps together
+    /// (one forward pass per step over one token of each). Returns the wall
+    /// time in milliseconds; aggregate throughput is `batch * n` tokens over
+    /// it.
+    pub fn time_decode_batch(&mut self, batch: usize, n: usize) -> Result<f64> {
+        anyhow::ensure!(
+            batch > 0 && n > 0,
+            "need at least one sequence and one step"
+        );
+        let tokens = bench_tokens(batch * n, self.model.vocab_size());
+        let mut caches: Vec<KvCache> = (0..batch)
+            .map(|_| KvCache::new(self.model.config(), n, 1))
+            .collect();
+        self.ensure_buffers(n, batch);
+        let seqs: Vec<usize> = (0..batch).collect();
+        let rows = seqs.clone();
+        let t0 = Instant::now();
+        for p in 0..n {
+            let b = Batch {
+                tokens: &tokens[p * batch..(p + 1) * batch],
+                positions: &vec![p; batch],
+                seqs: &seqs,
+                logits_rows: &rows,
+                kind: BatchKind::Decode,
+            };
+            self.forward(&b, &mut caches)?;
+        }
+        Ok(ms(t0))
+    }
+
+    /// Feeds `ids` into sequence 0 of `cache` as prompt chunks of `ubatch`,
+    /// computing logits at the positions in `want` (ascending); returns them.
+    fn feed(
+        &mut self,
+        ids: &[u32],
+        cache: &mut [KvCache],
+        want: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.model.vocab_size();
+        let step = self.ubatch.min(cache[0].num_ctx()).max(1);
+        let mut out = Vec::new();
+        for (c, chunk) in ids.chunks(step).enumerate() {
+            let base = c * step;
+            let pos: Vec<usize> = (base..base + chunk.len()).collect();
+            let rows: Vec<usize> = want
+                .iter()
+                .filter(|&&r| r >= base && r < base + chunk.len())
+                .map(|r| r - base)
+                .collect();
+            let b = Batch {
+                tokens: chunk,
+                positions: &pos,
+                seqs: &vec![0; chunk.len()],
+                logits_rows: &rows,
+                kind: BatchKind::Prompt,
+            };
+            self.forward(&b, cache)?;
+            out.extend(
+                self.logits[..rows.len() * vocab]
+                    .chunks_exact(vocab)
+                    .map(|l| l.to_vec()),
+            );
+        }
+        Ok(out)
+    }
+
     /// Runs `ids` through the model from an empty cache and returns the
     /// logits of every position listed in `rows` (for tests and tools).
     pub fn logits_at(
@@ -261,174 +394,60 @@ impl Engine {
             "{} tokens do not fit num_ctx {num_ctx}",
             ids.len()
         );
-        self.prepare(num_ctx);
-        let vocab = self.model.vocab_size();
-        let mut out = Vec::new();
-        let scratch = self.scratch.as_mut().expect("prepared");
-        let caches = std::slice::from_mut(self.cache.as_mut().expect("prepared"));
-        let step = scratch.max_rows();
-        for (c, chunk) in ids.chunks(step).enumerate() {
-            let base = c * step;
-            let pos: Vec<usize> = (base..base + chunk.len()).collect();
-            let want: Vec<usize> = rows
-                .iter()
-                .filter(|&&r| r >= base && r < base + chunk.len())
-                .map(|r| r - base)
-                .collect();
-            let mut logits = vec![0f32; want.len() * vocab];
-            let b = Batch {
-                tokens: chunk,
-                positions: &pos,
-                seqs: &vec![0; chunk.len()],
-                logits_rows: &want,
-            };
-            self.model
-                .forward(&self.rt, scratch, &b, caches, &mut logits)?;
-            out.extend(logits.chunks_exact(vocab).map(|l| l.to_vec()));
-        }
-        Ok(out)
+        let mut cache = [KvCache::new(
+            self.model.config(),
+            num_ctx,
+            self.ubatch.min(num_ctx),
+        )];
+        let mut want = rows.to_vec();
+        want.sort_unstable();
+        self.feed(ids, &mut cache, &want)
     }
 
     /// Generates a completion for `req`, reporting text as it is produced.
     pub fn generate(&mut self, req: &Request, obs: &mut dyn Observer) -> Result<Generation> {
-        let t0 = Instant::now();
-        let mut options = req.options.clone();
-        options.validate(self.model.config().max_position_embeddings)?;
-        if options.seed.is_none() {
-            options.seed = Some(rand::random::<u32>() as u64);
-        }
-        let num_ctx = options.num_ctx;
-        let (prompt_ids, truncated) =
-            self.tokenize(&req.prompt, num_ctx, options.generation_reserve())?;
-        if truncated > 0 {
-            obs.warning(&format!(
-                "prompt truncated: dropped {truncated} tokens from the front of the user text to fit num_ctx {num_ctx}"
-            ));
-        }
-        self.prepare(num_ctx);
-        let vocab = self.model.vocab_size();
-        let mut m = Metrics {
-            load_ms: self.load_ms,
-            prompt_tokens: prompt_ids.len(),
-            truncated_prompt_tokens: truncated,
-            ..Default::default()
+        let mut source = super::batch::Fixed {
+            pending: vec![super::batch::Admission {
+                id: 0,
+                request: req.clone(),
+                obs: Box::new(Forward(obs)),
+                t_start: Instant::now(),
+            }],
+            results: vec![None],
         };
-
-        // Prompt evaluation, in chunks of the scratch size.
-        let t_prompt = Instant::now();
-        {
-            let scratch = self.scratch.as_mut().expect("prepared");
-            let caches = std::slice::from_mut(self.cache.as_mut().expect("prepared"));
-            let step = scratch.max_rows();
-            let n_chunks = prompt_ids.len().div_ceil(step);
-            for (c, chunk) in prompt_ids.chunks(step).enumerate() {
-                let base = c * step;
-                let pos: Vec<usize> = (base..base + chunk.len()).collect();
-                let seqs = vec![0usize; chunk.len()];
-                let last = [chunk.len() - 1];
-                let rows: &[usize] = if c + 1 == n_chunks { &last } else { &[] };
-                let b = Batch {
-                    tokens: chunk,
-                    positions: &pos,
-                    seqs: &seqs,
-                    logits_rows: rows,
-                };
-                self.model
-                    .forward(&self.rt, scratch, &b, caches, &mut self.logits)
-                    .context("prompt evaluation failed")?;
-            }
-        }
-        m.prompt_eval_ms = ms(t_prompt);
-
-        let mut sampler = Sampler::new(&options);
-        let mut history = prompt_ids.clone();
-        let mut tokens: Vec<u32> = Vec::new();
-        let mut stream = self.tokenizer.stream();
-        let mut text = StopScanner::new(&options.stop);
-        let mut itl = Vec::new();
-        let mut t_first: Option<Instant> = None;
-        let mut t_last = Instant::now();
-        let stop_reason = loop {
-            obs.logits(&self.logits[..vocab]);
-            let tok = sampler.sample(&mut self.logits[..vocab], &history);
-            let now = Instant::now();
-            match t_first {
-                None => {
-                    t_first = Some(now);
-                    m.ttft_ms = (now - t0).as_secs_f64() * 1000.0;
-                }
-                Some(_) => itl.push((now - t_last).as_secs_f64() * 1000.0),
-            }
-            t_last = now;
-            if tok == self.tokenizer.eos {
-                break StopReason::Eos;
-            }
-            if Some(tok) == self.tokenizer.end_of_turn {
-                break StopReason::EndOfTurn;
-            }
-            tokens.push(tok);
-            history.push(tok);
-            obs.token(tokens.len());
-            let piece = stream.push(tok)?;
-            let (emit, hit) = text.push(&piece);
-            if !emit.is_empty() {
-                obs.text(&emit);
-            }
-            if hit {
-                break StopReason::Stop;
-            }
-            if options.num_predict.is_some_and(|n| tokens.len() >= n) {
-                break StopReason::NumPredict;
-            }
-            let cache = self.cache.as_mut().expect("prepared");
-            if cache.len() >= num_ctx {
-                break StopReason::NumCtx;
-            }
-            let pos = [cache.len()];
-            let b = Batch {
-                tokens: &[tok],
-                positions: &pos,
-                seqs: &[0],
-                logits_rows: &[0],
-            };
-            self.model
-                .forward(
-                    &self.rt,
-                    self.scratch.as_mut().expect("prepared"),
-                    &b,
-                    std::slice::from_mut(cache),
-                    &mut self.logits,
-                )
-                .context("decoding failed")?;
-        };
-        let rest = text.finish();
-        if !rest.is_empty() {
-            obs.text(&rest);
-        }
-        m.generated_tokens = tokens.len();
-        m.eval_tokens = tokens.len().saturating_sub(1);
-        if let Some(tf) = t_first {
-            if tokens.len() > 1 {
-                m.eval_ms = (t_last - tf).as_secs_f64() * 1000.0;
-            }
-        }
-        m.stop_reason = stop_reason.as_str().to_string();
-        m.total_ms = ms(t0);
-        if itl.len() > m.eval_tokens {
-            // The stop token's gap is not a generated token's.
-            itl.truncate(m.eval_tokens);
-        }
-        m.finish(&mut itl);
-        Ok(Generation {
-            model: self.name.clone(),
-            prompt_token_ids: prompt_ids,
-            token_ids: tokens,
-            text: text.into_text(),
-            stop_reason,
-            options,
-            metrics: m,
-        })
+        self.schedule(&mut source)?;
+        source
+            .results
+            .pop()
+            .flatten()
+            .expect("the request finishes")
     }
+}
+
+/// Lends a borrowed observer to the scheduler.
+struct Forward<'a>(&'a mut dyn Observer);
+
+impl Observer for Forward<'_> {
+    fn text(&mut self, piece: &str) {
+        self.0.text(piece)
+    }
+    fn logits(&mut self, logits: &[f32]) {
+        self.0.logits(logits)
+    }
+    fn token(&mut self, n: usize) {
+        self.0.token(n)
+    }
+    fn warning(&mut self, msg: &str) {
+        self.0.warning(msg)
+    }
+}
+
+/// Token ids for benchmarks: spread over the vocabulary, away from the
+/// special tokens, the same on every run.
+fn bench_tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n as u64)
+        .map(|i| (1000 + i.wrapping_mul(2_654_435_761) % (vocab as u64 - 1000)) as u32)
+        .collect()
 }
 
 fn ms(t: Instant) -> f64 {
@@ -440,125 +459,4 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-}
-
-/// Holds back text that might be the start of a stop string, and cuts the
-/// text at the first stop string found.
-struct StopScanner<'a> {
-    stops: &'a [String],
-    text: String,
-    emitted: usize,
-    done: bool,
-}
-
-impl<'a> StopScanner<'a> {
-    fn new(stops: &'a [String]) -> Self {
-        Self {
-            stops,
-            text: String::new(),
-            emitted: 0,
-            done: false,
-        }
-    }
-
-    /// Adds a piece; returns the text safe to show and whether a stop
-    /// string was completed.
-    fn push(&mut self, piece: &str) -> (String, bool) {
-        if self.done {
-            return (String::new(), true);
-        }
-        self.text.push_str(piece);
-        if self.stops.is_empty() {
-            let out = self.text[self.emitted..].to_string();
-            self.emitted = self.text.len();
-            return (out, false);
-        }
-        let longest = self.stops.iter().map(|s| s.len()).max().unwrap_or(0);
-        let mut from = self.emitted.saturating_sub(longest);
-        while !self.text.is_char_boundary(from) {
-            from -= 1;
-        }
-        if let Some(at) = self
-            .stops
-            .iter()
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|i| from + i))
-            .min()
-        {
-            self.text.truncate(at);
-            self.done = true;
-            let out = self.text[self.emitted.min(at)..].to_string();
-            self.emitted = self.text.len();
-            return (out, true);
-        }
-        // Keep back the longest suffix that could still grow into a stop string.
-        let mut safe = self.text.len();
-        for s in self.stops {
-            for k in (1..s.len()).rev() {
-                if self.text.len() >= k && s.is_char_boundary(k) && self.text.ends_with(&s[..k]) {
-                    safe = safe.min(self.text.len() - k);
-                    break;
-                }
-            }
-        }
-        let safe = safe.max(self.emitted);
-        let out = self.text[self.emitted..safe].to_string();
-        self.emitted = safe;
-        (out, false)
-    }
-
-    /// Text not yet shown (held back as a possible stop-string start).
-    fn finish(&mut self) -> String {
-        let out = self.text[self.emitted..].to_string();
-        self.emitted = self.text.len();
-        out
-    }
-
-    fn into_text(self) -> String {
-        self.text
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn feed(stops: &[&str], pieces: &[&str]) -> (String, String, bool) {
-        let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
-        let mut sc = StopScanner::new(&stops);
-        let mut shown = String::new();
-        let mut hit = false;
-        for p in pieces {
-            let (out, h) = sc.push(p);
-            shown.push_str(&out);
-            if h {
-                hit = true;
-                break;
-            }
-        }
-        shown.push_str(&sc.finish());
-        (shown, sc.into_text(), hit)
-    }
-
-    #[test]
-    fn stop_strings_cut_the_text_even_across_pieces() {
-        let (shown, text, hit) = feed(&["END"], &["hello E", "N", "D and more"]);
-        assert!(hit);
-        assert_eq!(shown, "hello ");
-        assert_eq!(text, "hello ");
-    }
-
-    #[test]
-    fn held_back_prefixes_are_released_when_they_do_not_match() {
-        let (shown, text, hit) = feed(&["END"], &["a E", "x"]);
-        assert!(!hit);
-        assert_eq!(shown, "a Ex");
-        assert_eq!(text, "a Ex");
-    }
-
-    #[test]
-    fn earliest_stop_string_wins() {
-        let (_, text, hit) = feed(&["zz", "b"], &["a", "bzz"]);
-        assert!(hit);
-        assert_eq!(text, "a");
-    }
 }

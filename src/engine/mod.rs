@@ -1,11 +1,14 @@
 //! The inference engine: options, sampling, the decode loop and what it
 //! measures. It knows nothing of agents or reports.
 
+pub mod batch;
 pub mod generate;
 pub mod metrics;
 pub mod options;
 pub mod sampler;
+mod sequence;
 
+pub use batch::{channel, BatchMetrics, Client, Inbox};
 pub use generate::{Engine, Generation, Observer, Prompt, Quiet, Request, StopReason};
 pub use metrics::Metrics;
 pub use options::Options;

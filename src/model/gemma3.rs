@@ -15,9 +15,10 @@
 use super::config::Config;
 use super::kv_cache::KvCache;
 use super::weights::TensorSource;
-use crate::cpu::matmul::{matmul, Matrix, QuantActs};
+use crate::cpu::matmul::{matmul, matmul_many, Matrix, QuantActs};
 use crate::cpu::ops;
 use crate::cpu::pool::{split, SharedMut};
+use crate::cpu::profile;
 use crate::cpu::{Isa, ThreadPool};
 use anyhow::{Context, Result};
 
@@ -30,6 +31,17 @@ pub struct Batch<'a> {
     pub seqs: &'a [usize],
     /// Rows whose logits are wanted, in the order they are written out.
     pub logits_rows: &'a [usize],
+    /// Whether the tokens are one prompt (rounded like llama.cpp's prompt
+    /// kernels) or one token of each of several sequences (each rounded as
+    /// if decoded alone). A single token is the same either way.
+    pub kind: BatchKind,
+}
+
+/// See [`Batch::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    Prompt,
+    Decode,
 }
 
 impl<'a> Batch<'a> {
@@ -75,37 +87,53 @@ impl Mlp {
     /// `s.tmp = down(gelu(gate(s.h)) * up(s.h))` for `n` rows.
     fn forward(&self, rt: &Runtime, s: &mut Scratch, n: usize) {
         let (inter, hidden) = (self.gate.rows, self.down.rows);
-        s.acts.prepare(
-            &rt.pool,
-            &s.h[..n * self.gate.cols],
-            n,
-            self.gate.cols,
-            &[self.gate.qtype.act_format(), self.up.qtype.act_format()],
-        );
-        matmul(
-            &rt.pool,
-            rt.isa,
-            &self.gate,
-            &s.acts,
-            &mut s.gate[..n * inter],
-        );
-        matmul(&rt.pool, rt.isa, &self.up, &s.acts, &mut s.up[..n * inter]);
         {
-            let (gate, up) = (&mut s.gate[..n * inter], &s.up[..n * inter]);
-            let g = SharedMut::new(gate);
-            rt.pool.for_ranges(n * inter, 64, |r| {
-                // SAFETY: for_ranges hands out disjoint ranges.
-                let out = unsafe { g.slice(r.start, r.len()) };
-                ops::gelu_mul_inplace(rt.isa, out, &up[r]);
-            });
+            let _p = profile::scope("quantize");
+            let fmts = [self.gate.qtype.act_format(), self.up.qtype.act_format()];
+            s.acts.prepare(
+                &rt.pool,
+                &s.h[..n * self.gate.cols],
+                n,
+                self.gate.cols,
+                &fmts,
+            );
         }
-        s.acts.prepare(
-            &rt.pool,
-            &s.gate[..n * inter],
-            n,
-            inter,
-            &[self.down.qtype.act_format()],
-        );
+        {
+            let _p = profile::scope("matmul gate+up");
+            let (g, u) = (&mut s.gate[..n * inter], &mut s.up[..n * inter]);
+            matmul_many(
+                &rt.pool,
+                rt.isa,
+                &s.acts,
+                &mut [(&self.gate, g), (&self.up, u)],
+            );
+        }
+        {
+            let _p = profile::scope("gelu*up");
+            let (gate, up) = (&mut s.gate[..n * inter], &s.up[..n * inter]);
+            if n * inter < 1 << 14 {
+                // A decode step's few thousand lookups: cheaper than a hand-off.
+                ops::gelu_mul_inplace(rt.isa, gate, up);
+            } else {
+                let g = SharedMut::new(gate);
+                rt.pool.for_ranges(n * inter, 64, |r| {
+                    // SAFETY: for_ranges hands out disjoint ranges.
+                    let out = unsafe { g.slice(r.start, r.len()) };
+                    ops::gelu_mul_inplace(rt.isa, out, &up[r]);
+                });
+            }
+        }
+        {
+            let _p = profile::scope("quantize");
+            s.acts.prepare(
+                &rt.pool,
+                &s.gate[..n * inter],
+                n,
+                inter,
+                &[self.down.qtype.act_format()],
+            );
+        }
+        let _p = profile::scope("matmul down");
         matmul(
             &rt.pool,
             rt.isa,
@@ -179,20 +207,27 @@ impl Attention {
         let n = b.len();
         let (qd, kd, hd) = (self.q.rows, self.k.rows, self.head_dim);
         let hidden = self.q.cols;
-        s.acts.prepare(
-            &rt.pool,
-            &s.h[..n * hidden],
-            n,
-            hidden,
-            &[
+        {
+            let _p = profile::scope("quantize");
+            let fmts = [
                 self.q.qtype.act_format(),
                 self.k.qtype.act_format(),
                 self.v.qtype.act_format(),
-            ],
-        );
-        matmul(&rt.pool, rt.isa, &self.q, &s.acts, &mut s.q[..n * qd]);
-        matmul(&rt.pool, rt.isa, &self.k, &s.acts, &mut s.k[..n * kd]);
-        matmul(&rt.pool, rt.isa, &self.v, &s.acts, &mut s.v[..n * kd]);
+            ];
+            s.acts
+                .prepare(&rt.pool, &s.h[..n * hidden], n, hidden, &fmts);
+        }
+        {
+            let _p = profile::scope("matmul q+k+v");
+            let (q, k, v) = (&mut s.q[..n * qd], &mut s.k[..n * kd], &mut s.v[..n * kd]);
+            matmul_many(
+                &rt.pool,
+                rt.isa,
+                &s.acts,
+                &mut [(&self.q, q), (&self.k, k), (&self.v, v)],
+            );
+        }
+        let _p = profile::scope("q/k norm, rope, kv store");
 
         let half = hd / 2;
         let (cos, sin) = if self.sliding {
@@ -220,20 +255,29 @@ impl Attention {
             ops::to_f16_bits(rt.isa, &s.v[t * kd..(t + 1) * kd], vr);
         }
 
-        let tiled = n >= ops::KV_TILE && b.seqs.iter().all(|&q| q == b.seqs[0]);
+        drop(_p);
+        let _p = profile::scope("attention");
+        let tiled = b.kind == BatchKind::Prompt
+            && n >= ops::KV_TILE
+            && b.seqs.iter().all(|&q| q == b.seqs[0]);
         if tiled {
             self.attend_tiled(rt, s, b, caches, layer);
         } else {
             self.attend_one_by_one(rt, s, b, caches, layer);
         }
 
-        s.acts.prepare(
-            &rt.pool,
-            &s.att[..n * qd],
-            n,
-            qd,
-            &[self.o.qtype.act_format()],
-        );
+        drop(_p);
+        {
+            let _p = profile::scope("quantize");
+            s.acts.prepare(
+                &rt.pool,
+                &s.att[..n * qd],
+                n,
+                qd,
+                &[self.o.qtype.act_format()],
+            );
+        }
+        let _p = profile::scope("matmul o");
         matmul(
             &rt.pool,
             rt.isa,
@@ -454,7 +498,10 @@ impl DecoderLayer {
     ) -> usize {
         let n = b.len();
         let h = self.attn_norm.len();
-        ops::rms_norm(&s.x[..n * h], &self.attn_norm, self.eps, &mut s.h[..n * h]);
+        {
+            let _p = profile::scope("norms");
+            ops::rms_norm(&s.x[..n * h], &self.attn_norm, self.eps, &mut s.h[..n * h]);
+        }
         self.attn.forward(rt, s, b, caches, layer);
         // In the last layer only the rows whose logits are wanted go on:
         // their keys and values are already cached, the rest would be
@@ -470,14 +517,18 @@ impl DecoderLayer {
         if n == 0 {
             return 0;
         }
-        ops::rms_norm_add(
-            &s.tmp[..n * h],
-            &self.post_attn_norm,
-            self.eps,
-            &mut s.x[..n * h],
-        );
-        ops::rms_norm(&s.x[..n * h], &self.ffn_norm, self.eps, &mut s.h[..n * h]);
+        {
+            let _p = profile::scope("norms");
+            ops::rms_norm_add(
+                &s.tmp[..n * h],
+                &self.post_attn_norm,
+                self.eps,
+                &mut s.x[..n * h],
+            );
+            ops::rms_norm(&s.x[..n * h], &self.ffn_norm, self.eps, &mut s.h[..n * h]);
+        }
         self.mlp.forward(rt, s, n);
+        let _p = profile::scope("norms");
         ops::rms_norm_add(
             &s.tmp[..n * h],
             &self.post_ffn_norm,
@@ -552,6 +603,12 @@ impl Scratch {
 
     pub fn max_rows(&self) -> usize {
         self.max_rows
+    }
+
+    /// The hidden state: `rows` x hidden, row-major (for backends that run
+    /// some layers elsewhere and hand the state back).
+    pub fn hidden_mut(&mut self, rows: usize, hidden: usize) -> &mut [f32] {
+        &mut self.x[..rows * hidden]
     }
 }
 
@@ -633,8 +690,32 @@ impl Gemma3 {
         caches: &mut [KvCache],
         logits: &mut [f32],
     ) -> Result<()> {
+        let _p = profile::scope("forward (total)");
+        let advance = self.check(s, b, caches, logits)?;
+        s.acts.set_prompt_batch(b.kind == BatchKind::Prompt);
+        {
+            let _p = profile::scope("embed + rope angles");
+            self.embed(s, b);
+        }
+        let m = self.run_layers(rt, s, b, caches, 0..self.layers.len());
+        for (seq, added) in advance {
+            caches[seq].advance(added);
+        }
+        self.head(rt, s, m, logits);
+        Ok(())
+    }
+
+    /// Validates a batch against the caches and buffers; returns, per
+    /// sequence, how many positions the batch adds (for [`KvCache::advance`]
+    /// once all layers have run).
+    pub fn check(
+        &self,
+        s: &Scratch,
+        b: &Batch,
+        caches: &[KvCache],
+        logits: &[f32],
+    ) -> Result<Vec<(usize, usize)>> {
         let n = b.len();
-        let h = self.cfg.hidden_size;
         anyhow::ensure!(n > 0, "empty batch");
         anyhow::ensure!(
             n <= s.max_rows,
@@ -645,26 +726,27 @@ impl Gemma3 {
             b.positions.len() == n && b.seqs.len() == n,
             "batch arrays differ in length"
         );
-        let vocab = self.vocab_size();
         anyhow::ensure!(
-            logits.len() >= b.logits_rows.len() * vocab,
+            logits.len() >= b.logits_rows.len() * self.vocab_size(),
             "logits buffer too small"
         );
+        for &row in b.logits_rows {
+            anyhow::ensure!(row < n, "logits row {row} is outside the batch");
+        }
         // Positions must continue each sequence's cache without gaps.
-        let mut next: Vec<(usize, usize)> = Vec::new();
+        let mut added: Vec<(usize, usize)> = Vec::new();
         for t in 0..n {
             let seq = b.seqs[t];
             anyhow::ensure!(seq < caches.len(), "sequence {seq} has no cache");
-            let expect = match next.iter_mut().find(|(s2, _)| *s2 == seq) {
-                Some((_, p)) => {
-                    *p += 1;
-                    *p
-                }
+            let k = match added.iter_mut().find(|(s2, _)| *s2 == seq) {
+                Some((_, k)) => k,
                 None => {
-                    next.push((seq, caches[seq].len()));
-                    caches[seq].len()
+                    added.push((seq, 0));
+                    &mut added.last_mut().expect("just pushed").1
                 }
             };
+            let expect = caches[seq].len() + *k;
+            *k += 1;
             anyhow::ensure!(
                 b.positions[t] == expect,
                 "token {t} of sequence {seq} is at position {}, expected {expect}",
@@ -682,65 +764,85 @@ impl Gemma3 {
                 b.tokens[t]
             );
         }
-        for &(seq, last) in &next {
-            let added = last + 1 - caches[seq].len();
+        for &(seq, k) in &added {
             anyhow::ensure!(
-                added <= caches[seq].max_chunk(),
-                "{added} tokens of sequence {seq} in one forward exceed its cache's chunk size {}",
+                k <= caches[seq].max_chunk(),
+                "{k} tokens of sequence {seq} in one forward exceed its cache's chunk size {}",
                 caches[seq].max_chunk()
             );
         }
+        Ok(added)
+    }
 
-        for t in 0..n {
+    /// Scaled token embeddings into the hidden state, and the rope angles of
+    /// the batch's positions (shared by every layer).
+    pub fn embed(&self, s: &mut Scratch, b: &Batch) {
+        let h = self.cfg.hidden_size;
+        for (t, &tok) in b.tokens.iter().enumerate() {
             let row = &mut s.x[t * h..(t + 1) * h];
-            self.embed.dequantize_row(b.tokens[t] as usize, row);
+            self.embed.dequantize_row(tok as usize, row);
             row.iter_mut().for_each(|v| *v *= self.embed_scale);
         }
         let hd = self.cfg.head_dim;
         let half = hd / 2;
-        for t in 0..n {
+        for (t, &pos) in b.positions.iter().enumerate() {
             let r = t * half..(t + 1) * half;
-            ops::rope_cos_sin(
-                b.positions[t],
-                self.cfg.rope_local_base_freq,
-                1.0,
-                hd,
+            let (c, sn) = (
                 &mut s.rope_local_cos[r.clone()],
                 &mut s.rope_local_sin[r.clone()],
             );
+            ops::rope_cos_sin(pos, self.cfg.rope_local_base_freq, 1.0, hd, c, sn);
+            let (c, sn) = (&mut s.rope_global_cos[r.clone()], &mut s.rope_global_sin[r]);
             ops::rope_cos_sin(
-                b.positions[t],
+                pos,
                 self.cfg.rope_theta,
                 1.0 / self.cfg.rope_scaling_factor,
                 hd,
-                &mut s.rope_global_cos[r.clone()],
-                &mut s.rope_global_sin[r],
+                c,
+                sn,
             );
         }
+    }
 
-        for &row in b.logits_rows {
-            anyhow::ensure!(row < n, "logits row {row} is outside the batch");
-        }
+    /// Runs layers `layers` over the hidden state in `s`. When the range
+    /// ends at the last layer only the batch's logits rows come out of it,
+    /// moved to the front; returns how many rows the hidden state holds.
+    pub fn run_layers(
+        &self,
+        rt: &Runtime,
+        s: &mut Scratch,
+        b: &Batch,
+        caches: &mut [KvCache],
+        layers: std::ops::Range<usize>,
+    ) -> usize {
         let last = self.layers.len() - 1;
-        let mut m = n;
-        for (l, layer) in self.layers.iter().enumerate() {
+        let mut m = b.len();
+        for l in layers {
             let keep = (l == last).then_some(b.logits_rows);
-            m = layer.forward(rt, s, b, caches, l, keep);
+            m = self.layers[l].forward(rt, s, b, caches, l, keep);
         }
-        for (seq, last) in next {
-            let before = caches[seq].len();
-            caches[seq].advance(last + 1 - before);
-        }
+        m
+    }
 
+    /// Final norm and LM head over the first `m` rows of the hidden state.
+    pub fn head(&self, rt: &Runtime, s: &mut Scratch, m: usize, logits: &mut [f32]) {
         if m == 0 {
-            return Ok(());
+            return;
         }
-        s.h[..m * h].copy_from_slice(&s.x[..m * h]);
-        ops::rms_norm_inplace(&mut s.h[..m * h], &self.final_norm, self.cfg.rms_norm_eps);
+        let h = self.cfg.hidden_size;
+        let vocab = self.vocab_size();
         let head = self.lm_head();
-        s.acts
-            .prepare(&rt.pool, &s.h[..m * h], m, h, &[head.qtype.act_format()]);
+        {
+            let _p = profile::scope("norms");
+            s.h[..m * h].copy_from_slice(&s.x[..m * h]);
+            ops::rms_norm_inplace(&mut s.h[..m * h], &self.final_norm, self.cfg.rms_norm_eps);
+        }
+        {
+            let _p = profile::scope("quantize");
+            s.acts
+                .prepare(&rt.pool, &s.h[..m * h], m, h, &[head.qtype.act_format()]);
+        }
+        let _p = profile::scope("matmul lm head");
         matmul(&rt.pool, rt.isa, head, &s.acts, &mut logits[..m * vocab]);
-        Ok(())
     }
 }

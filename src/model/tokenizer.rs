@@ -67,27 +67,24 @@ impl Tokenizer {
     /// An incremental decoder: yields text only once it forms whole UTF-8
     /// characters, so multi-byte characters split over byte-fallback tokens
     /// print correctly while streaming.
-    pub fn stream(&self) -> TextStream<'_> {
-        TextStream {
-            tok: self,
-            pending: Vec::new(),
-        }
+    pub fn stream(&self) -> TextStream {
+        TextStream::default()
     }
 }
 
 /// See [`Tokenizer::stream`]. Gemma's decoder (space marker, byte fallback,
 /// fuse) is concatenative, so only the ids since the last complete
 /// character need decoding: each step costs O(1), not O(text).
-pub struct TextStream<'a> {
-    tok: &'a Tokenizer,
+#[derive(Debug, Clone, Default)]
+pub struct TextStream {
     pending: Vec<u32>,
 }
 
-impl TextStream<'_> {
+impl TextStream {
     /// Adds a token; returns the new text it completes (maybe empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> Result<String> {
         self.pending.push(id);
-        let text = self.tok.decode(&self.pending)?;
+        let text = tok.decode(&self.pending)?;
         // A trailing replacement character means a character is still
         // incomplete; a long run of them is garbage and is let through.
         if text.ends_with('\u{FFFD}') && self.pending.len() < 4 {

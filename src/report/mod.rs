@@ -8,6 +8,8 @@
 //! * [`summary`] — `summary.json` / `summary.md` over runs; [`stats`] the
 //!   statistics they use.
 //! * [`numcheck`] — figures in model text checked against known numbers.
+//! * [`scenario`] — two agents at once: timing, the combined report and
+//!   the scenario parts of `metrics.json` and the summary.
 //! * [`output`] — the report folder layout, the overwrite policy and
 //!   [`output::write_atomic`], the one function that writes report files.
 
@@ -15,6 +17,7 @@ pub mod markdown;
 pub mod metrics;
 pub mod numcheck;
 pub mod output;
+pub mod scenario;
 pub mod stats;
 pub mod summary;
 

@@ -134,7 +134,8 @@ pub fn summarize(meta: &SummaryMeta, runs: &[RunMetrics]) -> Summary {
     }
 }
 
-fn stat_row(s: &mut String, name: &str, st: &Stat, decimals: usize) {
+/// One `| name | mean | stddev | cv | min | max |` row.
+pub(crate) fn stat_row(s: &mut String, name: &str, st: &Stat, decimals: usize) {
     let _ = writeln!(
         s,
         "| {name} | {:.d$} | {:.d$} | {:.2}% | {:.d$} | {:.d$} |",
