@@ -282,20 +282,37 @@ pub fn matmul_many(
             (job, SharedMut::new(out))
         })
         .collect();
-    // Rows are handed out in small chunks from a shared counter, so a thread
-    // that runs slower (or was descheduled) does less, instead of the other
-    // waiting for it.
-    let chunk = if n_tok == 1 { 64 } else { 16 };
+    // Rows are handed out in chunks from a shared counter, so a thread that
+    // runs slower (or was descheduled) does less instead of the other
+    // waiting for it. Chunks are as long as balance allows: each thread
+    // then streams long runs of consecutive rows, which its prefetches
+    // (a fixed distance ahead) cover; short chunks leave every thread
+    // jumping over the other's rows and its prefetches land in them.
+    let per_thread = pool.n_threads() * 8;
+    let chunks: Vec<usize> = jobs
+        .iter()
+        .map(|(j, _)| {
+            if n_tok <= 8 {
+                (j.n_rows / per_thread).clamp(16, 256) & !3
+            } else {
+                16
+            }
+        })
+        .collect();
     let starts: Vec<usize> = jobs
         .iter()
-        .scan(0, |acc, (j, _)| {
+        .zip(&chunks)
+        .scan(0, |acc, ((j, _), &chunk)| {
             let s = *acc;
             *acc += j.n_rows.div_ceil(chunk);
             Some(s)
         })
         .collect();
-    let total =
-        starts.last().map_or(0, |&s| s) + jobs.last().map_or(0, |(j, _)| j.n_rows.div_ceil(chunk));
+    let total = jobs
+        .iter()
+        .zip(&chunks)
+        .map(|((j, _), &c)| j.n_rows.div_ceil(c))
+        .sum::<usize>();
     let next = AtomicUsize::new(0);
     pool.run(|_| loop {
         let c = next.fetch_add(1, Ordering::Relaxed);
@@ -304,7 +321,7 @@ pub fn matmul_many(
         }
         let k = starts.partition_point(|&s| s <= c) - 1;
         let (job, dst) = &jobs[k];
-        let local = c - starts[k];
+        let (local, chunk) = (c - starts[k], chunks[k]);
         let rows = local * chunk..((local + 1) * chunk).min(job.n_rows);
         job.run(rows, *dst);
     });
@@ -482,7 +499,7 @@ impl Job<'_> {
                 let a: [*const u8; $c] = std::array::from_fn(|j| act($t0 + j));
                 let mut o = [[0f32; $c]; $r];
                 // Prefetch the rows four tiles ahead, spread over the blocks.
-                let ahead = ($r0 + 4 * $r).min(self.n_rows - $r);
+                let ahead = ($r0 + 16.max(4 * $r)).min(self.n_rows - $r);
                 let pf = row(ahead);
                 // Only the first activation tile of a row tile prefetches;
                 // the others find the rows in cache.
@@ -504,6 +521,18 @@ impl Job<'_> {
             }};
         }
         let n = self.n_tok;
+        if n == 2 {
+            let mut r = rows.start;
+            while r + 4 <= rows.end {
+                tile!(4, 2, r, 0);
+                r += 4;
+            }
+            while r < rows.end {
+                tile!(1, 2, r, 0);
+                r += 1;
+            }
+            return;
+        }
         if n == 1 {
             let mut r = rows.start;
             while r + 4 <= rows.end {
