@@ -443,13 +443,25 @@ impl Job<'_> {
             QType::Q4K => {
                 // Rows in llama.cpp's groups of four take the grouped rounding.
                 let grouped = if self.batched && n > 3 { n - n % 4 } else { 0 };
-                for r in rows {
+                let mut r = rows.start;
+                while r < rows.end {
+                    if grouped > 0 && r + 8 <= rows.end {
+                        self.q4k_grouped8(r, grouped, &row, &act, &put);
+                        for r in r..r + 8 {
+                            for ts in token_tiles(grouped..n) {
+                                k_tile!(tile_q4k, false, r, ts);
+                            }
+                        }
+                        r += 8;
+                        continue;
+                    }
                     for ts in token_tiles(0..grouped) {
                         k_tile!(tile_q4k, true, r, ts);
                     }
                     for ts in token_tiles(grouped..n) {
                         k_tile!(tile_q4k, false, r, ts);
                     }
+                    r += 1;
                 }
             }
             QType::Q6K => {
@@ -476,6 +488,43 @@ impl Job<'_> {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Eight Q4_K rows from `r0` against the first `grouped` activation
+    /// rows (a multiple of four), eight or four at a time.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn q4k_grouped8(
+        &self,
+        r0: usize,
+        grouped: usize,
+        row: &dyn Fn(usize) -> *const u8,
+        act: &dyn Fn(usize) -> *const u8,
+        put: &dyn Fn(usize, usize, f32),
+    ) {
+        use super::tiles::tile8_q4k_grouped;
+        let w: [*const u8; 8] = std::array::from_fn(|i| row(r0 + i));
+        let mut t = 0;
+        while t < grouped {
+            if t + 8 <= grouped {
+                let mut o = [[0f32; 8]; 8];
+                tile8_q4k_grouped::<8>(&w, &std::array::from_fn(|j| act(t + j)), self.nb, &mut o);
+                for (i, o) in o.iter().enumerate() {
+                    for (j, &v) in o.iter().enumerate() {
+                        put(t + j, r0 + i, v);
+                    }
+                }
+                t += 8;
+            } else {
+                let mut o = [[0f32; 4]; 8];
+                tile8_q4k_grouped::<4>(&w, &std::array::from_fn(|j| act(t + j)), self.nb, &mut o);
+                for (i, o) in o.iter().enumerate() {
+                    for (j, &v) in o.iter().enumerate() {
+                        put(t + j, r0 + i, v);
+                    }
+                }
+                t += 4;
             }
         }
     }

@@ -198,16 +198,25 @@ pub fn has_vnni() -> bool {
     })
 }
 
+/// The eight 6-bit scales and mins of a Q4_K block (12 packed bytes), with
+/// word operations instead of eight `scale_min_k4` calls.
 #[inline(always)]
 unsafe fn k4_scales(q: *const u8) -> ([u8; 8], [u8; 8]) {
-    let q = std::slice::from_raw_parts(q, 12);
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        let (a, b) = super::quant::scale_min_k4(j, q);
-        sc[j] = a;
-        mn[j] = b;
-    }
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let p = q as *const u32;
+    let (u0, u1, u2) = (
+        p.read_unaligned(),
+        p.add(1).read_unaligned(),
+        p.add(2).read_unaligned(),
+    );
+    let sc_lo = u0 & LOW6;
+    let sc_hi = (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4);
+    let mn_lo = u1 & LOW6;
+    let mn_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4);
+    let sc = (sc_lo as u64 | (sc_hi as u64) << 32).to_le_bytes();
+    let mn = (mn_lo as u64 | (mn_hi as u64) << 32).to_le_bytes();
     (sc, mn)
 }
 
@@ -277,6 +286,108 @@ pub unsafe fn tile_q4k<const C: usize, const GROUPED: bool>(
     }
     for c in 0..C {
         out[c] = acc[c] - acc_m[c];
+    }
+}
+
+/// Sums of each of eight vectors, as the lanes of one (lane `r` = `v[r]`).
+/// Integer sums are exact, so this equals eight horizontal sums, at about
+/// one instruction per vector instead of six.
+#[inline(always)]
+unsafe fn hsum8_epi32(v: &[__m256i; 8]) -> __m256i {
+    let t0 = _mm256_hadd_epi32(v[0], v[1]);
+    let t1 = _mm256_hadd_epi32(v[2], v[3]);
+    let t2 = _mm256_hadd_epi32(v[4], v[5]);
+    let t3 = _mm256_hadd_epi32(v[6], v[7]);
+    let u0 = _mm256_hadd_epi32(t0, t1);
+    let u1 = _mm256_hadd_epi32(t2, t3);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(u0, u1, 0x20),
+        _mm256_permute2x128_si256(u0, u1, 0x31),
+    )
+}
+
+/// Eight Q4_K weight rows against `C` Q8_K activation rows with the
+/// grouped rounding of [`tile_q4k`] (`GROUPED = true`): the same float
+/// operations in the same order, with the eight rows in the lanes of one
+/// vector, as llama.cpp's repacked 8-row GEMM keeps them. Each 64-element
+/// integer sum then costs one vector reduction for all eight rows, which is
+/// what makes this kernel about twice as fast per row as the one-row tile.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn tile8_q4k_grouped<const C: usize>(
+    w: &[*const u8; 8],
+    a: &[*const u8; C],
+    nb: usize,
+    out: &mut [[f32; C]; 8],
+) {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_m = [_mm256_setzero_ps(); C];
+    let m4 = _mm256_set1_epi8(0x0f);
+    // One block of the eight rows, unpacked: nibbles per row and 32-element
+    // sub-block, and each sub-block's scale broadcast to 16-bit lanes.
+    let mut q = [[_mm256_setzero_si256(); 8]; 8];
+    let mut sc = [[_mm256_setzero_si256(); 8]; 8];
+    for i in 0..nb {
+        let mut dw = [0f32; 8];
+        let mut dminw = [0f32; 8];
+        let mut mins = [[0i32; 8]; 4];
+        for r in 0..8 {
+            let wb = w[r].add(i * 144);
+            dw[r] = f16_at(wb);
+            dminw[r] = f16_at(wb.add(2));
+            let (s, m) = k4_scales(wb.add(4));
+            for j in 0..4 {
+                let bits = _mm256_loadu_si256(wb.add(16 + 32 * j) as *const __m256i);
+                q[r][2 * j] = _mm256_and_si256(bits, m4);
+                q[r][2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                mins[j][r] = m[2 * j] as i32 | (m[2 * j + 1] as i32) << 16;
+            }
+            for k in 0..8 {
+                sc[r][k] = _mm256_set1_epi16(s[k] as i16);
+            }
+        }
+        let dw = _mm256_loadu_ps(dw.as_ptr());
+        let dminw = _mm256_loadu_ps(dminw.as_ptr());
+        let mins = mins.map(|m| _mm256_loadu_si256(m.as_ptr() as *const __m256i));
+        for c in 0..C {
+            let ab = a[c].add(i * Q8K_BYTES);
+            let ad = _mm256_set1_ps((ab as *const f32).read_unaligned());
+            let (d, dmin) = (_mm256_mul_ps(dw, ad), _mm256_mul_ps(dminw, ad));
+            let q8 = ab.add(4);
+            // Sums of adjacent pairs of the 16-element sums: the activation
+            // side of each 32-element sub-block's min term.
+            let bs = _mm256_loadu_si256(ab.add(4 + QK_K) as *const __m256i);
+            let mut pairs = [0i32; 8];
+            _mm256_storeu_si256(
+                pairs.as_mut_ptr() as *mut __m256i,
+                _mm256_madd_epi16(bs, _mm256_set1_epi16(1)),
+            );
+            for j in 0..4 {
+                let yl = _mm256_loadu_si256(q8.add(64 * j) as *const __m256i);
+                let yh = _mm256_loadu_si256(q8.add(64 * j + 32) as *const __m256i);
+                let v: [__m256i; 8] = std::array::from_fn(|r| {
+                    let pl = _mm256_madd_epi16(_mm256_maddubs_epi16(q[r][2 * j], yl), sc[r][2 * j]);
+                    let ph = _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(q[r][2 * j + 1], yh),
+                        sc[r][2 * j + 1],
+                    );
+                    _mm256_add_epi32(pl, ph)
+                });
+                let isb = hsum8_epi32(&v);
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isb), d, acc[c]);
+                // Both sub-blocks' pair sums (each within +-4064) in one
+                // word, against each row's two mins.
+                let pw = _mm256_set1_epi32((pairs[2 * j] & 0xffff) | pairs[2 * j + 1] << 16);
+                let msb = _mm256_madd_epi16(mins[j], pw);
+                acc_m[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msb), dmin, acc_m[c]);
+            }
+        }
+    }
+    for c in 0..C {
+        let mut o = [0f32; 8];
+        _mm256_storeu_ps(o.as_mut_ptr(), _mm256_sub_ps(acc[c], acc_m[c]));
+        for r in 0..8 {
+            out[r][c] = o[r];
+        }
     }
 }
 
@@ -357,5 +468,82 @@ pub unsafe fn tile_q6k<const C: usize, const TILED: bool>(
     }
     for c in 0..C {
         out[c] = if TILED { acc_s[c] } else { hsum_ps(acc[c]) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::quant::{quantize_q8k_ref, scale_min_k4};
+
+    fn bytes(n: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect()
+    }
+
+    /// Q4_K rows of random bits with finite, varied block scales.
+    fn q4k_rows(rows: usize, nb: usize, seed: u64) -> Vec<u8> {
+        let mut w = bytes(rows * nb * 144, seed);
+        for (k, blk) in w.chunks_exact_mut(144).enumerate() {
+            let d = half::f16::from_f32(0.001 + (k % 7) as f32 * 0.0013);
+            let m = half::f16::from_f32(0.002 + (k % 5) as f32 * 0.0007);
+            blk[..2].copy_from_slice(&d.to_bits().to_le_bytes());
+            blk[2..4].copy_from_slice(&m.to_bits().to_le_bytes());
+        }
+        w
+    }
+
+    #[test]
+    fn packed_scales_unpack_like_the_reference() {
+        for seed in 0..200 {
+            let q = bytes(12, seed);
+            // SAFETY: 12 readable bytes.
+            let (sc, mn) = unsafe { k4_scales(q.as_ptr()) };
+            for j in 0..8 {
+                assert_eq!((sc[j], mn[j]), scale_min_k4(j, &q), "seed {seed} j {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn eight_row_q4k_kernel_is_bit_identical_to_the_row_kernel() {
+        if crate::cpu::Isa::detect() != crate::cpu::Isa::Avx2 {
+            eprintln!("skipped: no AVX2");
+            return;
+        }
+        let nb = 4;
+        let w = q4k_rows(8, nb, 7);
+        let toks = 8;
+        let mut a = vec![0u8; toks * nb * Q8K_BYTES];
+        for t in 0..toks {
+            let x = crate::cpu::tests::randn(nb * QK_K, 100 + t as u64);
+            quantize_q8k_ref(&x, &mut a[t * nb * Q8K_BYTES..(t + 1) * nb * Q8K_BYTES]);
+        }
+        let wp: [*const u8; 8] = std::array::from_fn(|r| w[r * nb * 144..].as_ptr());
+        let ap = |t: usize| a[t * nb * Q8K_BYTES..].as_ptr();
+        // SAFETY: AVX2 checked above; every pointer has `nb` blocks behind it.
+        unsafe {
+            let mut got4 = [[0f32; 4]; 8];
+            tile8_q4k_grouped::<4>(&wp, &std::array::from_fn(&ap), nb, &mut got4);
+            let mut got8 = [[0f32; 8]; 8];
+            tile8_q4k_grouped::<8>(&wp, &std::array::from_fn(ap), nb, &mut got8);
+            for r in 0..8 {
+                let mut want = [0f32; 1];
+                for t in 0..toks {
+                    tile_q4k::<1, true>(wp[r], &[ap(t)], nb, &mut want, std::ptr::null());
+                    assert_eq!(got8[r][t].to_bits(), want[0].to_bits(), "row {r} token {t}");
+                    if t < 4 {
+                        assert_eq!(got4[r][t].to_bits(), want[0].to_bits(), "row {r} token {t}");
+                    }
+                }
+            }
+        }
     }
 }
