@@ -708,19 +708,72 @@ pub unsafe fn softmax_tile(x: &mut [f32], max: f32) -> f64 {
     sum
 }
 
-/// See `ops::scores_tile`: eight accumulators of eight keys each.
+/// See `ops::scores_group`: sixteen keys of `G` queries at a time, so each
+/// key vector is loaded once for all of them.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn scores_tile(q: &[f32], kt: &[f32], kq: &mut [f32; 64]) {
-    let mut acc = [_mm256_setzero_ps(); 8];
-    let kp = kt.as_ptr();
-    for (d, &qd) in q.iter().enumerate() {
-        let qv = _mm256_set1_ps(qd);
-        for (b, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(_mm256_loadu_ps(kp.add(d * 64 + 8 * b)), qv, *a);
+pub unsafe fn scores_group<const G: usize>(
+    q: [*const f32; G],
+    hd: usize,
+    kt: *const f32,
+    kq: [*mut f32; G],
+) {
+    for j in 0..4 {
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        for d in 0..hd {
+            let k0 = _mm256_loadu_ps(kt.add(d * 64 + 16 * j));
+            let k1 = _mm256_loadu_ps(kt.add(d * 64 + 16 * j + 8));
+            for g in 0..G {
+                let qv = _mm256_broadcast_ss(&*q[g].add(d));
+                acc[g][0] = _mm256_fmadd_ps(k0, qv, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(k1, qv, acc[g][1]);
+            }
+        }
+        for g in 0..G {
+            _mm256_storeu_ps(kq[g].add(16 * j), acc[g][0]);
+            _mm256_storeu_ps(kq[g].add(16 * j + 8), acc[g][1]);
         }
     }
-    for (b, a) in acc.iter().enumerate() {
-        _mm256_storeu_ps(kq.as_mut_ptr().add(8 * b), *a);
+}
+
+/// `acc[g] = fma(v[i], p[g][i], acc[g])` over the tile's 64 values in
+/// order, sixteen columns of `G` queries at a time. A key no query sees is
+/// skipped; a zero probability leaves its accumulator as it was.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn values_group<const G: usize>(
+    acc: [*mut f32; G],
+    vt: *const f32,
+    hd: usize,
+    p: [*const f32; G],
+) {
+    let mut c = 0;
+    while c + 16 <= hd {
+        let mut a = [[_mm256_setzero_ps(); 2]; G];
+        for g in 0..G {
+            a[g] = [
+                _mm256_loadu_ps(acc[g].add(c)),
+                _mm256_loadu_ps(acc[g].add(c + 8)),
+            ];
+        }
+        for i in 0..64 {
+            if (0..G).all(|g| *p[g].add(i) == 0.0) {
+                continue;
+            }
+            let v0 = _mm256_loadu_ps(vt.add(i * hd + c));
+            let v1 = _mm256_loadu_ps(vt.add(i * hd + c + 8));
+            for g in 0..G {
+                let pg = *p[g].add(i);
+                if pg != 0.0 {
+                    let pb = _mm256_set1_ps(pg);
+                    a[g][0] = _mm256_fmadd_ps(v0, pb, a[g][0]);
+                    a[g][1] = _mm256_fmadd_ps(v1, pb, a[g][1]);
+                }
+            }
+        }
+        for g in 0..G {
+            _mm256_storeu_ps(acc[g].add(c), a[g][0]);
+            _mm256_storeu_ps(acc[g].add(c + 8), a[g][1]);
+        }
+        c += 16;
     }
 }
 

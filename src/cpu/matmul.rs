@@ -152,6 +152,12 @@ pub struct QuantActs {
     ready: [bool; 3],
     max_bytes: [usize; 3],
     prompt_batch: bool,
+    /// For prompt batches on VNNI: per Q8_0 block, the offset correction
+    /// lanes (`tiles::q8_0_block_sums`) and the scale as f32, block-major
+    /// (`scales[b * rows + t]`, eight spare at the end).
+    block_sums: Option<(AlignedBytes, Vec<f32>)>,
+    /// Whether `block_sums` holds the current input's.
+    sums_ready: bool,
 }
 
 fn slot(fmt: ActFormat) -> usize {
@@ -180,6 +186,8 @@ impl QuantActs {
             ready: [false; 3],
             max_bytes,
             prompt_batch: true,
+            block_sums: None,
+            sums_ready: false,
         }
     }
 
@@ -221,6 +229,69 @@ impl QuantActs {
                 }
             });
             self.ready[s] = true;
+        }
+        self.prepare_block_sums(pool);
+    }
+
+    /// Fills `block_sums` when the offset-type prompt tiles will read them.
+    fn prepare_block_sums(&mut self, pool: &ThreadPool) {
+        self.sums_ready = false;
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (rows, cols) = (self.rows, self.cols);
+            let s = slot(ActFormat::Q8_0);
+            let wanted = self.ready[s]
+                && self.isa == Isa::Avx2
+                && rows >= 3
+                && cols.is_multiple_of(32)
+                && super::tiles::has_vnni();
+            if !wanted {
+                return;
+            }
+            let nb = cols / 32;
+            let (sums_len, scales_len) = (rows * nb * 32, nb * rows + 8);
+            let grow = match &self.block_sums {
+                Some((s, c)) => s.len() < sums_len || c.len() < scales_len,
+                None => true,
+            };
+            if grow {
+                let max_rows = self.max_bytes[s] / ActFormat::Q8_0.row_bytes(cols).max(1);
+                let max_rows = max_rows.max(rows);
+                self.block_sums = Some((
+                    AlignedBytes::zeroed(max_rows * nb * 32),
+                    vec![0f32; nb * max_rows + 8],
+                ));
+            }
+            let arb = ActFormat::Q8_0.row_bytes(cols);
+            let a = self.bufs[s].as_bytes().as_ptr() as usize;
+            let (sums, scales) = self.block_sums.as_mut().unwrap();
+            let sums = sums.as_bytes_mut().as_mut_ptr() as usize;
+            let scales = scales.as_mut_ptr() as usize;
+            pool.for_ranges(rows, 1, |range| {
+                for t in range {
+                    // SAFETY: VNNI was detected; row t writes its own sums
+                    // and the scales at `b * rows + t`, inside the buffers
+                    // sized above; no other row writes them.
+                    unsafe {
+                        super::tiles::q8_0_block_sums(
+                            (a as *const u8).add(t * arb),
+                            nb,
+                            (sums as *mut std::arch::x86_64::__m256i).add(t * nb),
+                            (scales as *mut f32).add(t),
+                            rows,
+                        )
+                    };
+                }
+            });
+            self.sums_ready = true;
+        }
+    }
+
+    /// The block sums and scales of the current input, when prepared.
+    fn block_sums(&self) -> Option<(&[u8], &[f32])> {
+        match (&self.block_sums, self.sums_ready) {
+            (Some((s, c)), true) => Some((s.as_bytes(), c.as_slice())),
+            _ => None,
         }
     }
 
@@ -278,6 +349,11 @@ pub fn matmul_many(
                 isa,
                 // One activation row rounds the same either way.
                 batched: acts.prompt_batch && n_tok > 1,
+                sums: if fmt == ActFormat::Q8_0 {
+                    acts.block_sums()
+                } else {
+                    None
+                },
             };
             (job, SharedMut::new(out))
         })
@@ -340,6 +416,8 @@ struct Job<'a> {
     isa: Isa,
     /// Prompt-batch rounding (see `QuantActs::set_prompt_batch`).
     batched: bool,
+    /// `QuantActs::block_sums`, for the offset-type prompt tiles.
+    sums: Option<(&'a [u8], &'a [f32])>,
 }
 
 impl Job<'_> {
@@ -438,8 +516,14 @@ impl Job<'_> {
         }
         match self.qtype {
             QType::Q8_0 => self.b32::<tiles::Q8_0>(rows, &row, &act, &put),
-            QType::Q5_0 => self.b32::<tiles::Q5_0>(rows, &row, &act, &put),
-            QType::Q4_0 => self.b32::<tiles::Q4_0>(rows, &row, &act, &put),
+            QType::Q5_0 => match self.sums {
+                Some(sums) if n >= 3 => self.b32u::<tiles::Q5_0>(rows, sums, &row, &act, &put),
+                _ => self.b32::<tiles::Q5_0>(rows, &row, &act, &put),
+            },
+            QType::Q4_0 => match self.sums {
+                Some(sums) if n >= 3 => self.b32u::<tiles::Q4_0>(rows, sums, &row, &act, &put),
+                _ => self.b32::<tiles::Q4_0>(rows, &row, &act, &put),
+            },
             QType::Q4K => {
                 // Rows in llama.cpp's groups of four take the grouped rounding.
                 let grouped = if self.batched && n > 3 { n - n % 4 } else { 0 };
@@ -526,6 +610,72 @@ impl Job<'_> {
                 }
                 t += 4;
             }
+        }
+    }
+
+    /// Prompt rows of an offset type on VNNI ([`super::tiles::tile_b32u_vnni`]):
+    /// tiles of 2 rows x 4 activation rows.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn b32u<B: super::tiles::Block32U>(
+        &self,
+        rows: std::ops::Range<usize>,
+        (sums, scales): (&[u8], &[f32]),
+        row: &dyn Fn(usize) -> *const u8,
+        act: &dyn Fn(usize) -> *const u8,
+        put: &dyn Fn(usize, usize, f32),
+    ) {
+        use super::tiles::tile_b32u_vnni;
+        use std::arch::x86_64::__m256i;
+        let (nb, n) = (self.nb, self.n_tok);
+        let sum = |t: usize| (sums.as_ptr() as *const __m256i).add(t * nb);
+        macro_rules! tile {
+            ($r:literal, $c:literal, $r0:expr, $t0:expr) => {{
+                let w: [*const u8; $r] = std::array::from_fn(|i| row($r0 + i));
+                let a: [*const u8; $c] = std::array::from_fn(|j| act($t0 + j));
+                let s: [*const __m256i; $c] = std::array::from_fn(|j| sum($t0 + j));
+                let mut o = [[0f32; $c]; $r];
+                let ahead = ($r0 + 16.max(4 * $r)).min(self.n_rows - $r);
+                let (pf, step) = if $t0 == 0 {
+                    (row(ahead), ($r * self.wrb).div_ceil(nb))
+                } else {
+                    (std::ptr::null(), 0)
+                };
+                tile_b32u_vnni::<B, $r, $c>(
+                    &w,
+                    &a,
+                    &s,
+                    scales.as_ptr().add($t0),
+                    n,
+                    nb,
+                    &mut o,
+                    pf,
+                    step,
+                );
+                for i in 0..$r {
+                    for j in 0..$c {
+                        put($t0 + j, $r0 + i, o[i][j]);
+                    }
+                }
+            }};
+        }
+        let mut r = rows.start;
+        while r < rows.end {
+            let two = r + 2 <= rows.end;
+            let mut t = 0;
+            while t < n {
+                match (two, n - t) {
+                    (true, 4..) => tile!(2, 4, r, t),
+                    (true, 3) => tile!(2, 3, r, t),
+                    (true, 2) => tile!(2, 2, r, t),
+                    (true, _) => tile!(2, 1, r, t),
+                    (false, 4..) => tile!(1, 4, r, t),
+                    (false, 3) => tile!(1, 3, r, t),
+                    (false, 2) => tile!(1, 2, r, t),
+                    (false, _) => tile!(1, 1, r, t),
+                }
+                t += 4;
+            }
+            r += if two { 2 } else { 1 };
         }
     }
 

@@ -379,49 +379,114 @@ pub fn tiled_attention_step(
     row: &mut TiledRow,
     acc: &mut [f32],
 ) {
-    let hd = q.len();
-    scores_tile(isa, q, kt, kq);
-    for (i, v) in kq.iter_mut().enumerate() {
-        if !allowed(i) {
-            *v = f32::NEG_INFINITY;
+    tiled_attention_group(
+        isa,
+        [q],
+        kt,
+        vt,
+        |_, i| allowed(i),
+        std::slice::from_mut(kq),
+        std::slice::from_mut(row),
+        [acc],
+    );
+}
+
+/// [`tiled_attention_step`] for `G` queries (up to four) over the same
+/// tile: each key and value is loaded once for all of them, which is what
+/// bounds the step (a tile is 2 x 64 KiB at head size 256, beyond L1).
+/// Every query's numbers are those [`tiled_attention_step`] gives it.
+#[allow(clippy::too_many_arguments)]
+pub fn tiled_attention_group<const G: usize>(
+    isa: Isa,
+    q: [&[f32]; G],
+    kt: &[f32],
+    vt: &[f32],
+    allowed: impl Fn(usize, usize) -> bool,
+    kq: &mut [[f32; KV_TILE]],
+    rows: &mut [TiledRow],
+    mut acc: [&mut [f32]; G],
+) {
+    let hd = q[0].len();
+    scores_group(isa, &q, kt, kq);
+    let mut live = [false; G];
+    for g in 0..G {
+        let (kq, row, acc) = (&mut kq[g], &mut rows[g], &mut *acc[g]);
+        for (i, v) in kq.iter_mut().enumerate() {
+            if !allowed(g, i) {
+                *v = f32::NEG_INFINITY;
+            }
         }
+        let tile_max = kq
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        if tile_max == f32::NEG_INFINITY {
+            // Nothing visible: probabilities of zero leave `acc` as it is.
+            kq.fill(0.0);
+            continue;
+        }
+        live[g] = true;
+        let new_max = row.max.max(tile_max);
+        if new_max > row.max {
+            let ms = (row.max - new_max).exp();
+            acc.iter_mut().for_each(|a| *a *= ms);
+            row.sum *= ms;
+        }
+        row.max = new_max;
+        let s = softmax_tile(isa, kq, new_max);
+        row.sum = (row.sum as f64 + s) as f32;
     }
-    let tile_max = kq
-        .iter()
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    if tile_max == f32::NEG_INFINITY {
+    if !live.contains(&true) {
         return;
     }
-    let new_max = row.max.max(tile_max);
-    if new_max > row.max {
-        let ms = (row.max - new_max).exp();
-        acc.iter_mut().for_each(|a| *a *= ms);
-        row.sum *= ms;
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && hd.is_multiple_of(16) {
+        // SAFETY: Avx2 implies FMA; `acc[g]` and each value row hold `hd`
+        // floats, a multiple of 16; every `kq[g]` holds KV_TILE.
+        unsafe {
+            super::avx2::values_group::<G>(
+                std::array::from_fn(|g| acc[g].as_mut_ptr()),
+                vt.as_ptr(),
+                hd,
+                std::array::from_fn(|g| kq[g].as_ptr()),
+            )
+        };
+        return;
     }
-    row.max = new_max;
-    let s = softmax_tile(isa, kq, new_max);
-    row.sum = (row.sum as f64 + s) as f32;
-    for (i, &p) in kq.iter().enumerate() {
-        if p != 0.0 {
-            fma_row(isa, acc, &vt[i * hd..(i + 1) * hd], p);
+    for g in 0..G {
+        for (i, &p) in kq[g].iter().enumerate() {
+            if p != 0.0 {
+                fma_row(isa, acc[g], &vt[i * hd..(i + 1) * hd], p);
+            }
         }
     }
 }
 
-/// `kq[i] = sum_d q[d] * kt[d][i]`, each a chain of fused multiply-adds in
-/// `d` order.
-fn scores_tile(isa: Isa, q: &[f32], kt: &[f32], kq: &mut [f32; KV_TILE]) {
+/// `kq[g][i] = sum_d q[g][d] * kt[d][i]`, each a chain of fused
+/// multiply-adds in `d` order.
+fn scores_group<const G: usize>(isa: Isa, q: &[&[f32]; G], kt: &[f32], kq: &mut [[f32; KV_TILE]]) {
+    let hd = q[0].len();
+    assert!(kt.len() >= hd * KV_TILE && kq.len() >= G);
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2 {
-        // SAFETY: see `softmax_tile`.
-        unsafe { super::avx2::scores_tile(q, kt, kq) };
+        // SAFETY: see `softmax_tile`; sizes checked above.
+        unsafe {
+            super::avx2::scores_group::<G>(
+                std::array::from_fn(|g| q[g].as_ptr()),
+                hd,
+                kt.as_ptr(),
+                std::array::from_fn(|g| kq[g].as_mut_ptr()),
+            )
+        };
         return;
     }
     let _ = isa;
-    kq.fill(0.0);
-    for (d, &qd) in q.iter().enumerate() {
-        for (i, v) in kq.iter_mut().enumerate() {
-            *v = kt[d * KV_TILE + i].mul_add(qd, *v);
+    for g in 0..G {
+        let kq = &mut kq[g];
+        kq.fill(0.0);
+        for (d, &qd) in q[g].iter().enumerate() {
+            for (i, v) in kq.iter_mut().enumerate() {
+                *v = kt[d * KV_TILE + i].mul_add(qd, *v);
+            }
         }
     }
 }
@@ -651,6 +716,71 @@ mod tests {
                 .sum::<f64>()
                 / z;
             assert!((outs[0][d] as f64 - want).abs() < 1e-4, "{d}");
+        }
+    }
+
+    #[test]
+    fn grouped_tiled_attention_is_bit_identical_to_one_query_at_a_time() {
+        let hd = 32;
+        let k = crate::cpu::tests::randn(KV_TILE * hd, 12);
+        let v = crate::cpu::tests::randn(KV_TILE * hd, 13);
+        let mut kt = vec![0f32; hd * KV_TILE];
+        for i in 0..KV_TILE {
+            for d in 0..hd {
+                kt[d * KV_TILE + i] = k[i * hd + d];
+            }
+        }
+        let qs: Vec<Vec<f32>> = (0..4)
+            .map(|g| crate::cpu::tests::randn(hd, 20 + g))
+            .collect();
+        // Causal-like masks of different lengths; query 3 sees nothing.
+        let allowed = |g: usize, i: usize| g < 3 && i <= 20 * g + 5;
+        for isa in [Isa::Scalar, Isa::best()] {
+            // Two tiles in a row, so the running max and rescale are used.
+            let mut alone = Vec::new();
+            for (g, q) in qs.iter().enumerate() {
+                let mut kq = [0f32; KV_TILE];
+                let mut row = TiledRow::default();
+                let mut acc = vec![0.5f32; hd];
+                for _ in 0..2 {
+                    tiled_attention_step(
+                        isa,
+                        q,
+                        &kt,
+                        &v,
+                        |i| allowed(g, i),
+                        &mut kq,
+                        &mut row,
+                        &mut acc,
+                    );
+                }
+                alone.push((row.max.to_bits(), row.sum.to_bits(), acc));
+            }
+            let mut kq = [[0f32; KV_TILE]; 4];
+            let mut rows = [TiledRow::default(); 4];
+            let mut accs = vec![vec![0.5f32; hd]; 4];
+            for _ in 0..2 {
+                let [a0, a1, a2, a3] = &mut accs[..] else {
+                    unreachable!()
+                };
+                tiled_attention_group::<4>(
+                    isa,
+                    [&qs[0], &qs[1], &qs[2], &qs[3]],
+                    &kt,
+                    &v,
+                    allowed,
+                    &mut kq,
+                    &mut rows,
+                    [a0, a1, a2, a3],
+                );
+            }
+            for g in 0..4 {
+                assert_eq!(alone[g].0, rows[g].max.to_bits(), "{isa:?} {g}");
+                assert_eq!(alone[g].1, rows[g].sum.to_bits(), "{isa:?} {g}");
+                let want: Vec<u32> = alone[g].2.iter().map(|x| x.to_bits()).collect();
+                let got: Vec<u32> = accs[g].iter().map(|x| x.to_bits()).collect();
+                assert_eq!(want, got, "{isa:?} {g}");
+            }
         }
     }
 

@@ -109,6 +109,119 @@ impl Block32 for Q5_0 {
     }
 }
 
+/// A [`Block32`] type whose values are stored as unsigned bytes minus a
+/// fixed offset (Q5_0: q - 16, Q4_0: q - 8), so `vpdpbusd` can take the
+/// stored bytes directly and the offset is paid once per activation block.
+pub trait Block32U: Block32 {
+    /// `16 / OFFSET` as a shift: the activation sums are kept for 16.
+    const SHIFT: i32;
+    /// The block's scale and its 32 stored (unsigned) values.
+    unsafe fn decode_unsigned(p: *const u8) -> (f32, __m256i);
+}
+
+impl Block32U for Q4_0 {
+    const SHIFT: i32 = 1;
+    #[inline(always)]
+    unsafe fn decode_unsigned(p: *const u8) -> (f32, __m256i) {
+        (f16_at(p), nibbles_32(p.add(2)))
+    }
+}
+
+impl Block32U for Q5_0 {
+    const SHIFT: i32 = 0;
+    #[inline(always)]
+    unsafe fn decode_unsigned(p: *const u8) -> (f32, __m256i) {
+        let qh = (p.add(2) as *const u32).read_unaligned();
+        let x32 = _mm256_set1_epi32(qh as i32);
+        let shuf = _mm256_set_epi64x(
+            0x0303030303030303,
+            0x0202020202020202,
+            0x0101010101010101,
+            0,
+        );
+        let bytes = _mm256_or_si256(
+            _mm256_shuffle_epi8(x32, shuf),
+            _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
+        );
+        let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
+        let hi = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+        (f16_at(p), _mm256_or_si256(nibbles_32(p.add(6)), hi))
+    }
+}
+
+/// For one Q8_0 activation row of `nb` blocks: each block's scale as f32
+/// (`scales[b * stride]`) and `-16` times each lane's sum of four values
+/// (`sums[b]`), the correction [`tile_b32u_vnni`] starts every block from.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn q8_0_block_sums(
+    row: *const u8,
+    nb: usize,
+    sums: *mut __m256i,
+    scales: *mut f32,
+    stride: usize,
+) {
+    let sixteen = _mm256_set1_epi8(16);
+    for b in 0..nb {
+        let p = row.add(b * Q8_0_BYTES);
+        let y = _mm256_loadu_si256(p.add(2) as *const __m256i);
+        let s = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), sixteen, y);
+        _mm256_storeu_si256(sums.add(b), _mm256_sub_epi32(_mm256_setzero_si256(), s));
+        *scales.add(b * stride) = f16_at(p);
+    }
+}
+
+/// [`tile_b32_vnni`] for offset types over prepared activations: `a[c]`
+/// the Q8_0 rows, `sums[c]` their [`q8_0_block_sums`], `scales` their
+/// block scales at `scales[b * stride + c]` (eight readable from each).
+/// Each pair costs one `vpdpbusd` seeded with the offset correction, a
+/// conversion and an FMA whose scale product was formed for all `C`
+/// activations at once; the integer lanes and the float steps are those
+/// of the other kernels, so results are identical.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn tile_b32u_vnni<B: Block32U, const R: usize, const C: usize>(
+    w: &[*const u8; R],
+    a: &[*const u8; C],
+    sums: &[*const __m256i; C],
+    scales: *const f32,
+    stride: usize,
+    nb: usize,
+    out: &mut [[f32; C]; R],
+    pf: *const u8,
+    step: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut prod = [[0f32; 8]; R];
+    for b in 0..nb {
+        prefetch(pf, step, b);
+        let da = _mm256_loadu_ps(scales.add(b * stride));
+        for r in 0..R {
+            let (dw, q) = B::decode_unsigned(w[r].add(b * B::BYTES));
+            _mm256_storeu_ps(prod[r].as_mut_ptr(), _mm256_mul_ps(_mm256_set1_ps(dw), da));
+            for c in 0..C {
+                let corr = _mm256_loadu_si256(sums[c].add(b));
+                let corr = if B::SHIFT > 0 {
+                    _mm256_srai_epi32::<1>(corr)
+                } else {
+                    corr
+                };
+                let ya = _mm256_loadu_si256(a[c].add(b * Q8_0_BYTES + 2) as *const __m256i);
+                let s = _mm256_dpbusd_avx_epi32(corr, q, ya);
+                acc[r][c] = _mm256_fmadd_ps(
+                    _mm256_broadcast_ss(&*prod[r].as_ptr().add(c)),
+                    _mm256_cvtepi32_ps(s),
+                    acc[r][c],
+                );
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r][c] = hsum_ps(acc[r][c]);
+        }
+    }
+}
+
 macro_rules! tile_b32_body {
     ($dot:expr, $w:ident, $a:ident, $nb:ident, $out:ident, $pf:ident, $step:ident) => {{
         let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -498,6 +611,90 @@ mod tests {
             blk[2..4].copy_from_slice(&m.to_bits().to_le_bytes());
         }
         w
+    }
+
+    /// Rows of a 32-element block type: random bits, finite f16 scales.
+    fn b32_rows(bytes_per_block: usize, blocks: usize, seed: u64) -> Vec<u8> {
+        let mut w = bytes(blocks * bytes_per_block, seed);
+        for (k, blk) in w.chunks_exact_mut(bytes_per_block).enumerate() {
+            let d = half::f16::from_f32(0.0007 + (k % 11) as f32 * 0.0009);
+            blk[..2].copy_from_slice(&d.to_bits().to_le_bytes());
+        }
+        w
+    }
+
+    /// The offset-type tile against the signed one on the same blocks:
+    /// identical bits for every tile shape the dispatcher uses.
+    fn offset_tile_matches<B: Block32U>() {
+        if !has_vnni() {
+            eprintln!("skipped: no AVX-VNNI");
+            return;
+        }
+        let nb = 20;
+        let (rows, toks) = (2, 4);
+        let w = b32_rows(B::BYTES, rows * nb, 7);
+        let mut a = b32_rows(Q8_0_BYTES, toks * nb, 9);
+        // Q8_0 quantization gives -127..=127: -128 is never an activation.
+        for blk in a.chunks_exact_mut(Q8_0_BYTES) {
+            for v in &mut blk[2..] {
+                if *v == 0x80 {
+                    *v = 0x81;
+                }
+            }
+        }
+        let mut sums = vec![unsafe { std::mem::zeroed::<__m256i>() }; toks * nb];
+        let mut scales = vec![0f32; nb * toks + 8];
+        for t in 0..toks {
+            // SAFETY: VNNI detected; buffers sized for toks x nb blocks.
+            unsafe {
+                q8_0_block_sums(
+                    a.as_ptr().add(t * nb * Q8_0_BYTES),
+                    nb,
+                    sums.as_mut_ptr().add(t * nb),
+                    scales.as_mut_ptr().add(t),
+                    toks,
+                )
+            };
+        }
+        let wp: [*const u8; 2] = std::array::from_fn(|r| w[r * nb * B::BYTES..].as_ptr());
+        let ap: [*const u8; 4] = std::array::from_fn(|t| a[t * nb * Q8_0_BYTES..].as_ptr());
+        let sp: [*const __m256i; 4] = std::array::from_fn(|t| sums[t * nb..].as_ptr());
+        let (mut want, mut got) = ([[0f32; 4]; 2], [[0f32; 4]; 2]);
+        let null = std::ptr::null();
+        // SAFETY: as above; every pointer has nb blocks behind it.
+        unsafe {
+            tile_b32::<B, 2, 4>(&wp, &ap, nb, &mut want, null, 0);
+            tile_b32u_vnni::<B, 2, 4>(&wp, &ap, &sp, scales.as_ptr(), toks, nb, &mut got, null, 0);
+        }
+        assert_eq!(
+            want.map(|r| r.map(f32::to_bits)),
+            got.map(|r| r.map(f32::to_bits))
+        );
+        let mut one = [[0f32; 3]; 1];
+        // SAFETY: as above.
+        unsafe {
+            tile_b32u_vnni::<B, 1, 3>(
+                &[wp[1]],
+                &[ap[1], ap[2], ap[3]],
+                &[sp[1], sp[2], sp[3]],
+                scales.as_ptr().add(1),
+                toks,
+                nb,
+                &mut one,
+                null,
+                0,
+            )
+        };
+        assert_eq!(
+            one[0].map(f32::to_bits),
+            [1, 2, 3].map(|t| want[1][t].to_bits())
+        );
+    }
+
+    #[test]
+    fn offset_tiles_are_bit_identical_to_the_signed_tiles() {
+        offset_tile_matches::<Q5_0>();
+        offset_tile_matches::<Q4_0>();
     }
 
     #[test]

@@ -384,7 +384,7 @@ impl Attention {
             let (kt, vt) =
                 unsafe { kvbuf.slice(tid * kv_per_thread, kv_per_thread) }.split_at_mut(tile * hd);
             let rows = unsafe { rowbuf.slice(tid * rows_per_thread, n) };
-            let mut kq = [0f32; ops::KV_TILE];
+            let mut kq = [[0f32; ops::KV_TILE]; 4];
             for head in split(self.n_heads, threads, tid) {
                 let kvh = head / group;
                 rows.fill(ops::TiledRow::default());
@@ -415,24 +415,40 @@ impl Attention {
                             vt[i * hd..(i + 1) * hd].fill(0.0);
                         }
                     }
-                    for t in 0..n {
-                        let pos = b.positions[t];
-                        let lo = self.lowest_key(pos);
-                        if start > pos || start + tile <= lo {
-                            continue;
+                    // Queries that see this tile, four at a time.
+                    let mut pending = [0usize; 4];
+                    let mut np = 0;
+                    for t in 0..=n {
+                        if t < n {
+                            let pos = b.positions[t];
+                            if start > pos || start + tile <= self.lowest_key(pos) {
+                                continue;
+                            }
+                            pending[np] = t;
+                            np += 1;
+                            if np < 4 {
+                                continue;
+                            }
                         }
-                        // SAFETY: as above.
-                        let acc = unsafe { out.slice(t * qd + head * hd, hd) };
-                        ops::tiled_attention_step(
-                            rt.isa,
-                            &q[t * qd + head * hd..t * qd + (head + 1) * hd],
-                            kt,
-                            vt,
-                            |i| (lo..=pos).contains(&(start + i)),
-                            &mut kq,
-                            &mut rows[t],
-                            acc,
-                        );
+                        // SAFETY: as above; the pending rows are distinct.
+                        unsafe {
+                            match np {
+                                4 => self.tile_group::<4>(
+                                    rt, &pending, head, q, b, start, kt, vt, &mut kq, rows, &out,
+                                ),
+                                3 => self.tile_group::<3>(
+                                    rt, &pending, head, q, b, start, kt, vt, &mut kq, rows, &out,
+                                ),
+                                2 => self.tile_group::<2>(
+                                    rt, &pending, head, q, b, start, kt, vt, &mut kq, rows, &out,
+                                ),
+                                1 => self.tile_group::<1>(
+                                    rt, &pending, head, q, b, start, kt, vt, &mut kq, rows, &out,
+                                ),
+                                _ => {}
+                            }
+                        }
+                        np = 0;
                     }
                     start += tile;
                 }
@@ -445,6 +461,49 @@ impl Attention {
                 }
             }
         });
+    }
+}
+
+impl Attention {
+    /// One KV tile for the queries `ts[..G]` of one head (see `attend_tiled`).
+    ///
+    /// # Safety
+    /// The rows `ts[..G]` of head `head` in `out` belong to this thread and
+    /// are distinct.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_group<const G: usize>(
+        &self,
+        rt: &Runtime,
+        ts: &[usize; 4],
+        head: usize,
+        q: &[f32],
+        b: &Batch,
+        start: usize,
+        kt: &[f32],
+        vt: &[f32],
+        kq: &mut [[f32; ops::KV_TILE]; 4],
+        rows: &mut [ops::TiledRow],
+        out: &SharedMut<f32>,
+    ) {
+        let (qd, hd) = (self.q.rows, self.head_dim);
+        let mut state: [ops::TiledRow; G] = std::array::from_fn(|g| rows[ts[g]]);
+        let bounds: [(usize, usize); G] = std::array::from_fn(|g| {
+            let pos = b.positions[ts[g]];
+            (self.lowest_key(pos), pos)
+        });
+        ops::tiled_attention_group::<G>(
+            rt.isa,
+            std::array::from_fn(|g| &q[ts[g] * qd + head * hd..ts[g] * qd + (head + 1) * hd]),
+            kt,
+            vt,
+            |g, i| (bounds[g].0..=bounds[g].1).contains(&(start + i)),
+            &mut kq[..G],
+            &mut state,
+            std::array::from_fn(|g| out.slice(ts[g] * qd + head * hd, hd)),
+        );
+        for g in 0..G {
+            rows[ts[g]] = state[g];
+        }
     }
 }
 
