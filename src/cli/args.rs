@@ -17,8 +17,9 @@ pub struct ModelArgs {
     )]
     pub model: String,
 
-    /// Hugging Face tokenizer.json to use (default: the model's own, or the
-    /// Gemma 3 tokenizer from the cache).
+    /// Hugging Face tokenizer.json to use (default: the model's own: a GGUF
+    /// file's tokenizer metadata, a Hugging Face folder's tokenizer.json, or
+    /// the Gemma 3 tokenizer from the cache).
     #[arg(long, value_name = "PATH")]
     pub tokenizer: Option<PathBuf>,
 

@@ -4,6 +4,7 @@ use super::metrics::Metrics;
 use super::options::Options;
 use super::{Device, EngineConfig};
 use crate::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
+use crate::model::gguf::GgufFile;
 use crate::model::tokenizer::ChatPrompt;
 use crate::model::{Gemma3, KvCache, Tokenizer};
 use crate::models::{ModelFiles, TokenizerFile};
@@ -107,10 +108,28 @@ impl Engine {
                 "--device cuda: this build has no CUDA support (rebuild with `--features cuda`)"
             ),
         }
-        let model = crate::model::load(&files.weights)?;
-        let tokenizer = match &files.tokenizer {
-            TokenizerFile::Json(path) => Tokenizer::from_file(path)?,
-            TokenizerFile::FromGguf => crate::model::gguf_tokenizer::load_path(&files.weights)?,
+        let (model, tokenizer) = match crate::model::hf_folder(&files.weights) {
+            Some(_) => {
+                let model = crate::model::load(&files.weights)?;
+                let tokenizer = match &files.tokenizer {
+                    TokenizerFile::Json(path) => Tokenizer::from_file(path)?,
+                    TokenizerFile::FromGguf => anyhow::bail!(
+                        "{} is not a GGUF file and carries no tokenizer metadata; pass --tokenizer PATH to a tokenizer.json",
+                        files.weights.display()
+                    ),
+                };
+                (model, tokenizer)
+            }
+            None => {
+                // One read of the header serves the weights and the tokenizer.
+                let file = GgufFile::open(&files.weights)?;
+                let model = crate::model::load_gguf_file(&file)?;
+                let tokenizer = match &files.tokenizer {
+                    TokenizerFile::Json(path) => Tokenizer::from_file(path)?,
+                    TokenizerFile::FromGguf => gguf_tokenizer(&file)?,
+                };
+                (model, tokenizer)
+            }
         };
         anyhow::ensure!(
             tokenizer.base_vocab_size() <= model.vocab_size(),
@@ -440,6 +459,19 @@ impl Observer for Forward<'_> {
     fn warning(&mut self, msg: &str) {
         self.0.warning(msg)
     }
+}
+
+/// A GGUF file's own tokenizer (its SentencePiece vocabulary, built from
+/// the metadata already read). A file without one (test models) may have a
+/// `tokenizer.json` beside it; else the error says to pass `--tokenizer`.
+fn gguf_tokenizer(file: &GgufFile) -> Result<Tokenizer> {
+    if !crate::model::spm::carries_tokenizer(file.metadata()) {
+        let beside = file.path().with_file_name("tokenizer.json");
+        if beside.is_file() {
+            return Tokenizer::from_file(&beside);
+        }
+    }
+    crate::model::spm::load(file)
 }
 
 /// Token ids for benchmarks: spread over the vocabulary, away from the

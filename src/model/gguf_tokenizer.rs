@@ -12,6 +12,7 @@
 //! tests compare the two structure by structure and on real text).
 
 use super::gguf::GgufFile;
+use super::spm::{CONTROL, GEMMA_SPECIAL, NORMAL, SPACE, UNKNOWN, USER_DEFINED};
 use ahash::AHashMap;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
@@ -28,27 +29,6 @@ use tokenizers::{
     AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
     PreTokenizerWrapper, SplitDelimiterBehavior, TokenizerBuilder,
 };
-
-/// SentencePiece's word-boundary marker, which stands for a space.
-const SPACE: &str = "\u{2581}";
-
-/// Piece types as llama.cpp's converter writes them
-/// (`tokenizer.ggml.token_type`).
-const NORMAL: i32 = 1;
-const UNKNOWN: i32 = 2;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-
-/// Tokens Gemma's `tokenizer.json` marks special (left out when decoding
-/// with special tokens skipped) besides the BOS/EOS/UNK/PAD ids the
-/// metadata names. GGUF piece types do not carry this distinction: Gemma's
-/// `<unusedN>` and `<mask>` are control pieces too, yet not special.
-const GEMMA_SPECIAL: [&str; 4] = [
-    "<start_of_turn>",
-    "<end_of_turn>",
-    "<start_of_image>",
-    "<end_of_image>",
-];
 
 /// The tokenizer carried by the GGUF file at `path`.
 pub fn load_path(path: &std::path::Path) -> Result<super::Tokenizer> {

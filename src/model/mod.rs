@@ -7,6 +7,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod kv_cache;
 pub mod safetensors;
+pub mod spm;
 pub mod tokenizer;
 pub mod weights;
 
@@ -21,9 +22,14 @@ use std::path::{Path, PathBuf};
 
 /// Loads a Gemma 3 model from a GGUF file.
 pub fn load_gguf(path: &Path) -> Result<Gemma3> {
-    let file = gguf::GgufFile::open(path)?;
+    load_gguf_file(&gguf::GgufFile::open(path)?)
+}
+
+/// Loads a Gemma 3 model from an open GGUF file (whose metadata can then
+/// serve the tokenizer too, without reading the header again).
+pub fn load_gguf_file(file: &gguf::GgufFile) -> Result<Gemma3> {
     let cfg = file.config()?;
-    Gemma3::new(cfg, &file).with_context(|| format!("cannot load {}", path.display()))
+    Gemma3::new(cfg, file).with_context(|| format!("cannot load {}", file.path().display()))
 }
 
 /// Loads a Gemma 3 model from a `.gguf` file or a Hugging Face folder

@@ -1,11 +1,12 @@
-//! Text to token ids and back, through a Hugging Face `tokenizer.json`, and
-//! the Gemma chat template.
+//! Text to token ids and back, through a Hugging Face `tokenizer.json` or
+//! a GGUF file's own SentencePiece vocabulary, and the Gemma chat template.
 
+use super::spm::Spm;
 use anyhow::{Context, Result};
 use std::path::Path;
 
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    inner: Inner,
     pub bos: u32,
     pub eos: u32,
     /// `<end_of_turn>`, which ends a model turn in chat mode.
@@ -26,6 +27,15 @@ impl Tokenizer {
     }
 
     pub fn from_tokenizer(inner: tokenizers::Tokenizer) -> Result<Self> {
+        Self::new(Inner::Hf(Box::new(inner)))
+    }
+
+    /// A GGUF file's SentencePiece vocabulary (see [`super::spm`]).
+    pub fn from_spm(spm: Spm) -> Result<Self> {
+        Self::new(Inner::Spm(Box::new(spm)))
+    }
+
+    fn new(inner: Inner) -> Result<Self> {
         let id = |t: &str| inner.token_to_id(t);
         Ok(Self {
             bos: id("<bos>").context("no <bos> token: not a Gemma tokenizer")?,
@@ -35,33 +45,56 @@ impl Tokenizer {
         })
     }
 
+    /// The id of a token's text (`▁` for spaces), special tokens included.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Tokens of the model vocabulary proper (added tokens such as Gemma's
     /// image placeholder may lie beyond the model's embedding table).
     pub fn base_vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(false)
+        match &self.inner {
+            Inner::Hf(t) => t.get_vocab_size(false),
+            Inner::Spm(t) => t.vocab_size(),
+        }
     }
 
     /// Token ids of `text`; with `add_bos` the tokenizer's own template puts
     /// `<bos>` first (exactly as `tokenizer.json` encodes with special tokens).
     /// Special-token text such as `<start_of_turn>` maps to its id.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode(text, add_bos)
-            .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+        match &self.inner {
+            Inner::Hf(t) => {
+                let enc = t
+                    .encode(text, add_bos)
+                    .map_err(|e| anyhow::anyhow!("cannot tokenize the prompt: {e}"))?;
+                Ok(enc.get_ids().to_vec())
+            }
+            Inner::Spm(t) => Ok(t.encode(text, add_bos)),
+        }
     }
 
     /// Text of `ids`, special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))
+        match &self.inner {
+            Inner::Hf(t) => t
+                .decode(ids, true)
+                .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}")),
+            Inner::Spm(t) => Ok(t.decode(ids, true)),
+        }
     }
 
     /// The text of one token as the vocabulary spells it (for diagnostics).
     pub fn token_text(&self, id: u32) -> String {
-        self.inner.id_to_token(id).unwrap_or_default()
+        match &self.inner {
+            Inner::Hf(t) => t.id_to_token(id).unwrap_or_default(),
+            Inner::Spm(t) => t.id_to_token(id).unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Whether this is a GGUF file's own vocabulary (not a `tokenizer.json`).
+    pub fn is_spm(&self) -> bool {
+        matches!(self.inner, Inner::Spm(_))
     }
 
     /// An incremental decoder: yields text only once it forms whole UTF-8
@@ -69,6 +102,25 @@ impl Tokenizer {
     /// print correctly while streaming.
     pub fn stream(&self) -> TextStream {
         TextStream::default()
+    }
+}
+
+/// The two implementations behind [`Tokenizer`]; they encode and decode
+/// Gemma's vocabulary identically.
+enum Inner {
+    /// A Hugging Face `tokenizer.json` (or the `tokenizers` rebuild of a
+    /// GGUF vocabulary, [`super::gguf_tokenizer`]).
+    Hf(Box<tokenizers::Tokenizer>),
+    /// A GGUF file's SentencePiece vocabulary, run directly.
+    Spm(Box<Spm>),
+}
+
+impl Inner {
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self {
+            Inner::Hf(t) => t.token_to_id(token),
+            Inner::Spm(t) => t.token_to_id(token),
+        }
     }
 }
 
