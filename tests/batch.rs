@@ -139,13 +139,13 @@ fn bad_job_files_fail_in_one_clear_line() {
         assert!(e.starts_with("job file jobs.toml"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }
-    let f = JobFile::parse("[grid]\nnum_gpu = [0, 1]\n", Path::new("x")).unwrap();
+    let f = JobFile::parse("[grid]\nnum_gpus = [0, 1]\n", Path::new("x")).unwrap();
     let e = format!(
         "{:#}",
         run::validate(&f.jobs, Path::new("out")).unwrap_err()
     );
     assert!(
-        e.contains("`num_gpu` is not a `chimera report` option"),
+        e.contains("`num_gpus` is not a `chimera report` option"),
         "{e}"
     );
     let f = JobFile::parse("[grid]\nmodel = ['nope']\n", Path::new("x")).unwrap();
@@ -507,10 +507,10 @@ fn the_binary_runs_resumes_and_merges_real_reports_on_a_tiny_model() {
         &chimera(&["batch", "missing.toml"], d),
         "cannot read job file missing.toml",
     );
-    std::fs::write(d.join("bad.toml"), "[grid]\nnum_gpu = [0]\n").unwrap();
+    std::fs::write(d.join("bad.toml"), "[grid]\nnum_gpus = [0]\n").unwrap();
     one_error_line(
         &chimera(&["batch", "bad.toml"], d),
-        "`num_gpu` is not a `chimera report` option",
+        "`num_gpus` is not a `chimera report` option",
     );
 
     let o = chimera(&["batch", "jobs.toml", "-o", "out"], d);

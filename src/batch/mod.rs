@@ -27,7 +27,7 @@
 //! [["\n\n"], ["###"]]`) is a repeated flag. Keys become flags (`num_ctx =
 //! 2048` is `--num-ctx 2048`, `true` is the bare flag, `false` leaves it
 //! out), checked against `chimera report`'s own parser before any job
-//! runs, so a flag it does not know (`num_gpu` until it has one) fails the
+//! runs, so a flag it does not know (a misspelt `num_gpus`) fails the
 //! whole file at once. Two keys are chimera batch's own: `model` (default
 //! the registry's default) and `scenario`: `report` is the plain report;
 //! any other value (issue 5's `baseline_vs_chimera`, `chimera_hetero`,

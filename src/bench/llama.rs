@@ -146,7 +146,10 @@ pub fn args(file: &Path, sizes: &Sizes, threads: usize, s: &Settings) -> Vec<Str
     ];
     match s.engine.device {
         Device::Cpu => a.extend(["-ngl".into(), "0".into()]),
-        Device::Cuda(_) => a.extend(["-ngl".into(), "99".into()]),
+        Device::Cuda(_) => a.extend([
+            "-ngl".into(),
+            s.engine.num_gpu.map_or("99".into(), |n| n.to_string()),
+        ]),
         Device::Auto => {}
     }
     if !sizes.warmup {
@@ -280,6 +283,7 @@ mod tests {
                 threads: Some(2),
                 ubatch: 256,
                 device: Device::Cpu,
+                num_gpu: None,
             },
         };
         let a = args(Path::new("m.gguf"), &s.sizes, 2, &s).join(" ");

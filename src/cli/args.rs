@@ -32,6 +32,11 @@ pub struct ModelArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: Device,
 
+    /// Layers on the GPU with --device cuda (Ollama's num_gpu; default: all
+    /// of them); the rest run on the CPU. Shown in reports' Configuration.
+    #[arg(long = "num-gpu", value_name = "N")]
+    pub num_gpu: Option<usize>,
+
     /// Most prompt tokens per forward pass (prompt processing batch).
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub ubatch: usize,
@@ -47,6 +52,7 @@ impl ModelArgs {
             threads: self.threads,
             ubatch: self.ubatch,
             device: self.device,
+            num_gpu: self.num_gpu,
         })
     }
 }

@@ -88,6 +88,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "auto", value_name = "DEVICE")]
     pub device: Device,
 
+    /// Layers on the GPU (Ollama's num_gpu, llama-bench's -ngl); default: all.
+    #[arg(long = "num-gpu", visible_alias = "ngl", value_name = "N")]
+    pub num_gpu: Option<usize>,
+
     /// Most prompt tokens per forward pass (llama-bench's -ub).
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub ubatch: usize,
@@ -126,6 +130,7 @@ impl BenchArgs {
                 threads: self.threads,
                 ubatch: self.ubatch,
                 device: self.device,
+                num_gpu: self.num_gpu,
             },
         })
     }

@@ -53,10 +53,6 @@ use crate::report::summary::{self, SummaryMeta};
 
 mod scenario;
 
-/// Layers offloaded to a GPU, for the Configuration line: the engine runs on
-/// the CPU only so far.
-const NUM_GPU: u32 = 0;
-
 /// Which agents run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AgentChoice {
@@ -304,7 +300,9 @@ fn report_file(kind: AgentKind) -> String {
 }
 
 /// Renders one agent's report and collects its metrics.
-fn finish_agent(run: &AgentRun, model: &str, date: &str) -> (String, AgentMetrics) {
+/// The agent's report and metrics; `num_gpu` is the layers its engine ran
+/// on a GPU, for the Configuration line.
+fn finish_agent(run: &AgentRun, model: &str, date: &str, num_gpu: u32) -> (String, AgentMetrics) {
     let known = Known::new(
         run.data_numbers
             .iter()
@@ -334,7 +332,7 @@ fn finish_agent(run: &AgentRun, model: &str, date: &str) -> (String, AgentMetric
         label: &run.persona.label,
         date,
         model,
-        configuration: Configuration::new(&run.options, NUM_GPU),
+        configuration: Configuration::new(&run.options, num_gpu),
         body: &run.report_call.text,
         files_analyzed: run.files_analyzed,
         times: &run.times,
@@ -594,7 +592,7 @@ pub fn run(args: ReportArgs) -> Result<u8> {
         let mut reports = Vec::new();
         let mut agents = Vec::new();
         for r in &agent_runs {
-            let (md, record) = finish_agent(r, engine.name(), &date);
+            let (md, record) = finish_agent(r, engine.name(), &date, engine.num_gpu() as u32);
             reports.push((record.report_file.clone(), md));
             agents.push(record);
         }

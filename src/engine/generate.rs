@@ -1,8 +1,9 @@
 //! The decode loop and its clock.
 
+use super::gpu::Offload;
 use super::metrics::Metrics;
 use super::options::Options;
-use super::{Device, EngineConfig};
+use super::EngineConfig;
 use crate::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
 use crate::model::gguf::GgufFile;
 use crate::model::tokenizer::ChatPrompt;
@@ -96,18 +97,16 @@ pub struct Engine {
     ubatch: usize,
     scratch: Option<Scratch>,
     logits: Vec<f32>,
+    /// Layers `0..num_gpu` on a GPU (`--device cuda`), when there is one.
+    gpu: Option<Offload>,
 }
 
 impl Engine {
     /// Loads the weights and tokenizer; `load_ms` covers both.
     pub fn load(files: &ModelFiles, cfg: &EngineConfig) -> Result<Self> {
         let t0 = Instant::now();
-        match cfg.device {
-            Device::Cpu | Device::Auto => {}
-            Device::Cuda(_) => anyhow::bail!(
-                "--device cuda: this build has no CUDA support (rebuild with `--features cuda`)"
-            ),
-        }
+        // Refused before any file is read.
+        super::gpu::check_device(cfg.device)?;
         let (model, tokenizer) = match crate::model::hf_folder(&files.weights) {
             Some(_) => {
                 let model = crate::model::load(&files.weights)?;
@@ -139,7 +138,9 @@ impl Engine {
             model.vocab_size()
         );
         let file_bytes = files.weights_bytes();
+        let gpu = Offload::open(cfg.device, cfg.num_gpu, &files.weights, model.config())?;
         let mut e = Self::from_parts(model, tokenizer, cfg);
+        e.gpu = gpu;
         e.name = files.name.clone();
         e.file_bytes = file_bytes;
         e.load_ms = t0.elapsed().as_secs_f64() * 1000.0;
@@ -159,6 +160,7 @@ impl Engine {
             file_bytes: 0,
             ubatch: cfg.ubatch.max(1),
             scratch: None,
+            gpu: None,
         }
     }
 
@@ -175,6 +177,8 @@ impl Engine {
             file_bytes: self.file_bytes,
             ubatch: self.ubatch,
             scratch: None,
+            // The GPU's caches belong to one engine; forks run on the CPU.
+            gpu: None,
         }
     }
 
@@ -210,6 +214,19 @@ impl Engine {
         self.rt.isa
     }
 
+    /// Layers on the GPU (Ollama's `num_gpu`); 0 on the CPU.
+    pub fn num_gpu(&self) -> usize {
+        self.gpu.as_ref().map_or(0, Offload::num_gpu)
+    }
+
+    /// "cpu", or the GPU the first `num_gpu` layers run on.
+    pub fn device(&self) -> String {
+        match &self.gpu {
+            Some(g) => g.describe().to_string(),
+            None => "cpu".to_string(),
+        }
+    }
+
     /// Makes sure the forward buffers fit prompt chunks for `num_ctx` and
     /// `rows` rows of logits; allocates only when they grow.
     pub(crate) fn ensure_buffers(&mut self, num_ctx: usize, rows: usize) {
@@ -234,8 +251,12 @@ impl Engine {
     pub(crate) fn forward(&mut self, b: &Batch, caches: &mut [KvCache]) -> Result<()> {
         self.ensure_buffers(b.len(), b.logits_rows.len());
         let scratch = self.scratch.as_mut().expect("ensured");
-        self.model
-            .forward(&self.rt, scratch, b, caches, &mut self.logits)
+        match &mut self.gpu {
+            Some(gpu) => gpu.forward(&self.model, &self.rt, scratch, b, caches, &mut self.logits),
+            None => self
+                .model
+                .forward(&self.rt, scratch, b, caches, &mut self.logits),
+        }
     }
 
     /// The tokenizer and the first `rows` rows of logits of the last forward.

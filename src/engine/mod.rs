@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod generate;
+pub mod gpu;
 pub mod metrics;
 pub mod options;
 pub mod sampler;
@@ -59,6 +60,8 @@ pub struct EngineConfig {
     /// Most prompt tokens per forward pass.
     pub ubatch: usize,
     pub device: Device,
+    /// Layers on the GPU (Ollama's `num_gpu`); `None` puts all there.
+    pub num_gpu: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             threads: None,
             ubatch: 512,
             device: Device::Auto,
+            num_gpu: None,
         }
     }
 }

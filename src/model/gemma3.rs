@@ -660,6 +660,11 @@ impl Scratch {
         }
     }
 
+    /// See [`crate::cpu::QuantActs::set_prompt_batch`].
+    pub fn set_prompt_batch(&mut self, prompt: bool) {
+        self.acts.set_prompt_batch(prompt);
+    }
+
     pub fn max_rows(&self) -> usize {
         self.max_rows
     }

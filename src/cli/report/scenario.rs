@@ -37,7 +37,7 @@ use indicatif::ProgressBar;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{finish_agent, to_json, AgentChoice, Committed, Plan, ReportArgs, NUM_GPU};
+use super::{finish_agent, to_json, AgentChoice, Committed, Plan, ReportArgs};
 use crate::agent::{
     run_agent, AgentKind, AgentRun, Llm, OptionOverrides, Personas, Progress, Stage, Task,
     DEFAULT_BUDGET,
@@ -472,6 +472,12 @@ pub(super) fn run(
         runs_requested: args.runs,
         warmup_runs: args.warmup,
     };
+    // Forks (--concurrency threads) run on the CPU.
+    let num_gpu = if forks.is_empty() {
+        engine.num_gpu() as u32
+    } else {
+        0
+    };
     let mut runs: Vec<RunMetrics> = Vec::new();
     let mut scenarios: Vec<ScenarioRun> = Vec::new();
     let stdout = std::io::stdout();
@@ -491,14 +497,14 @@ pub(super) fn run(
         let mut agents = Vec::new();
         let mut views = Vec::new();
         for (r, role) in pair.runs.iter().zip(&setup.roles) {
-            let (md, record) = finish_agent(r, &model, &date);
+            let (md, record) = finish_agent(r, &model, &date, num_gpu);
             views.push(ScenarioAgent::new(
                 role.key,
                 role.baseline,
                 &r.options,
                 &role.overrides,
                 &record,
-                NUM_GPU,
+                num_gpu,
             ));
             reports.push((record.report_file.clone(), md));
             agents.push(record);
