@@ -371,7 +371,7 @@ pub fn matmul_many(
             if n_tok <= 8 {
                 (j.n_rows / per_thread).clamp(16, 256) & !3
             } else {
-                16
+                32
             }
         })
         .collect();
@@ -528,17 +528,17 @@ impl Job<'_> {
                 // Rows in llama.cpp's groups of four take the grouped rounding.
                 let grouped = if self.batched && n > 3 { n - n % 4 } else { 0 };
                 let mut r = rows.start;
-                while r < rows.end {
-                    if grouped > 0 && r + 8 <= rows.end {
-                        self.q4k_grouped8(r, grouped, &row, &act, &put);
-                        for r in r..r + 8 {
-                            for ts in token_tiles(grouped..n) {
-                                k_tile!(tile_q4k, false, r, ts);
-                            }
+                let eights = if grouped > 0 { rows.len() / 8 * 8 } else { 0 };
+                if eights > 0 {
+                    self.q4k_grouped8(r..r + eights, grouped, &row, &act, &put);
+                    for r in r..r + eights {
+                        for ts in token_tiles(grouped..n) {
+                            k_tile!(tile_q4k, false, r, ts);
                         }
-                        r += 8;
-                        continue;
                     }
+                    r += eights;
+                }
+                while r < rows.end {
                     for ts in token_tiles(0..grouped) {
                         k_tile!(tile_q4k, true, r, ts);
                     }
@@ -550,8 +550,10 @@ impl Job<'_> {
             }
             QType::Q6K => {
                 // llama.cpp switches to its tiled kernel from eight rows up.
-                for r in rows {
-                    for ts in token_tiles(0..n) {
+                // Token tiles outside, as in `q4k_grouped8`.
+                for ts in token_tiles(0..n) {
+                    for r in rows.clone() {
+                        let ts = ts.clone();
                         if self.batched && n >= 8 {
                             k_tile!(tile_q6k, true, r, ts);
                         } else {
@@ -576,40 +578,54 @@ impl Job<'_> {
         }
     }
 
-    /// Eight Q4_K rows from `r0` against the first `grouped` activation
-    /// rows (a multiple of four), eight or four at a time.
+    /// Q4_K rows `rows` (a multiple of eight) against the first `grouped`
+    /// activation rows (a multiple of four): eight rows by eight or four
+    /// tokens per tile, token tiles outside so one tile's activations stay
+    /// in L1 while the rows sweep past them.
     #[cfg(target_arch = "x86_64")]
     unsafe fn q4k_grouped8(
         &self,
-        r0: usize,
+        rows: std::ops::Range<usize>,
         grouped: usize,
         row: &dyn Fn(usize) -> *const u8,
         act: &dyn Fn(usize) -> *const u8,
         put: &dyn Fn(usize, usize, f32),
     ) {
         use super::tiles::tile8_q4k_grouped;
-        let w: [*const u8; 8] = std::array::from_fn(|i| row(r0 + i));
         let mut t = 0;
         while t < grouped {
-            if t + 8 <= grouped {
-                let mut o = [[0f32; 8]; 8];
-                tile8_q4k_grouped::<8>(&w, &std::array::from_fn(|j| act(t + j)), self.nb, &mut o);
-                for (i, o) in o.iter().enumerate() {
-                    for (j, &v) in o.iter().enumerate() {
-                        put(t + j, r0 + i, v);
+            let step = if t + 8 <= grouped { 8 } else { 4 };
+            for r0 in rows.clone().step_by(8) {
+                let w: [*const u8; 8] = std::array::from_fn(|i| row(r0 + i));
+                if step == 8 {
+                    let mut o = [[0f32; 8]; 8];
+                    tile8_q4k_grouped::<8>(
+                        &w,
+                        &std::array::from_fn(|j| act(t + j)),
+                        self.nb,
+                        &mut o,
+                    );
+                    for (i, o) in o.iter().enumerate() {
+                        for (j, &v) in o.iter().enumerate() {
+                            put(t + j, r0 + i, v);
+                        }
+                    }
+                } else {
+                    let mut o = [[0f32; 4]; 8];
+                    tile8_q4k_grouped::<4>(
+                        &w,
+                        &std::array::from_fn(|j| act(t + j)),
+                        self.nb,
+                        &mut o,
+                    );
+                    for (i, o) in o.iter().enumerate() {
+                        for (j, &v) in o.iter().enumerate() {
+                            put(t + j, r0 + i, v);
+                        }
                     }
                 }
-                t += 8;
-            } else {
-                let mut o = [[0f32; 4]; 8];
-                tile8_q4k_grouped::<4>(&w, &std::array::from_fn(|j| act(t + j)), self.nb, &mut o);
-                for (i, o) in o.iter().enumerate() {
-                    for (j, &v) in o.iter().enumerate() {
-                        put(t + j, r0 + i, v);
-                    }
-                }
-                t += 4;
             }
+            t += step;
         }
     }
 
@@ -658,11 +674,15 @@ impl Job<'_> {
                 }
             }};
         }
-        let mut r = rows.start;
-        while r < rows.end {
-            let two = r + 2 <= rows.end;
-            let mut t = 0;
-            while t < n {
+        // Token tiles outside, rows inside: the chunk's weight rows (a few
+        // KiB) and one tile's activations stay in L1 across the sweep,
+        // where the other order streams every token's activations and
+        // sums through L2 once per pair of rows.
+        let mut t = 0;
+        while t < n {
+            let mut r = rows.start;
+            while r < rows.end {
+                let two = r + 2 <= rows.end;
                 match (two, n - t) {
                     (true, 4..) => tile!(2, 4, r, t),
                     (true, 3) => tile!(2, 3, r, t),
@@ -673,9 +693,9 @@ impl Job<'_> {
                     (false, 2) => tile!(1, 2, r, t),
                     (false, _) => tile!(1, 1, r, t),
                 }
-                t += 4;
+                r += if two { 2 } else { 1 };
             }
-            r += if two { 2 } else { 1 };
+            t += 4;
         }
     }
 
