@@ -25,7 +25,8 @@
 //! * **peak RSS**: `VmHWM` after the model's runs. It is reset (Linux
 //!   `clear_refs`) before the model's first load, so it covers that model
 //!   alone; where the reset is refused it is the process peak and says so.
-//! * **model RSS**: resident memory after the first load minus before it.
+//! * **model RSS**: resident memory after the first load and one decode step
+//!   (every weight page read once) minus before the load.
 //!   Weights used in place from a memory-mapped file count only once they
 //!   have been read, so this is what loading itself made resident.
 //!
@@ -75,7 +76,7 @@ pub const DEF_TG: &str = "tg N: N single-token forward passes with logits from a
 pub const DEF_TTFT: &str = "ttft N: generate() on a raw prompt of about N tokens, num_predict 1, greedy: call start (tokenization included) to the first token sampled";
 pub const DEF_LOAD: &str = "load: Engine::load wall time (map weights, build the model, read the tokenizer); cold = under 95% of the weights in the page cache before the load, warm = cached";
 pub const DEF_PEAK: &str = "peak RSS: VmHWM after the model's runs (reset before its first load where allowed, else the process peak)";
-pub const DEF_MODEL_RSS: &str = "model RSS: resident memory after the first load minus before it (memory-mapped weight pages count only once read)";
+pub const DEF_MODEL_RSS: &str = "model RSS: resident memory after the first load and one decode step (so every memory-mapped weight page has been read) minus before the load; the ratio is to the model file";
 pub const DEF_STATS: &str =
     "each test: one warm-up (not counted) then the repetitions; mean ± sample stddev (n - 1)";
 
@@ -478,6 +479,8 @@ pub fn bench_model(
     let t0 = Instant::now();
     let mut engine = Engine::load(files, &s.engine)?;
     let first_ms = ms_since(t0);
+    // One decode step reads every weight page of the map once.
+    engine.time_decode(1)?;
     let model_rss_bytes = current_rss_bytes().saturating_sub(rss_before);
     let mut warm = Vec::new();
     if first_state == "warm" {

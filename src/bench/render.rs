@@ -166,10 +166,11 @@ fn notes(m: &ModelResult) -> String {
         .unwrap_or_default();
     let _ = writeln!(
         s,
-        "- {}: peak RSS {}{scope} · model RSS {} · first load {}{cached}: {:.2} ms",
+        "- {}: peak RSS {}{scope} · model RSS {} ({:.3}x the file) · first load {}{cached}: {:.2} ms",
         m.model,
         mib(m.memory.peak_rss_bytes),
         mib(m.memory.model_rss_bytes),
+        m.memory.model_rss_bytes as f64 / m.file_bytes.max(1) as f64,
         m.load.first_state,
         m.load.first_ms
     );

@@ -242,7 +242,7 @@ impl QuantActs {
             let s = slot(ActFormat::Q8_0);
             let wanted = self.ready[s]
                 && self.isa == Isa::Avx2
-                && rows >= 3
+                && rows >= 2
                 && cols.is_multiple_of(32)
                 && super::tiles::has_vnni();
             if !wanted {
@@ -517,11 +517,11 @@ impl Job<'_> {
         match self.qtype {
             QType::Q8_0 => self.b32::<tiles::Q8_0>(rows, &row, &act, &put),
             QType::Q5_0 => match self.sums {
-                Some(sums) if n >= 3 => self.b32u::<tiles::Q5_0>(rows, sums, &row, &act, &put),
+                Some(sums) if n >= 2 => self.b32u::<tiles::Q5_0>(rows, sums, &row, &act, &put),
                 _ => self.b32::<tiles::Q5_0>(rows, &row, &act, &put),
             },
             QType::Q4_0 => match self.sums {
-                Some(sums) if n >= 3 => self.b32u::<tiles::Q4_0>(rows, sums, &row, &act, &put),
+                Some(sums) if n >= 2 => self.b32u::<tiles::Q4_0>(rows, sums, &row, &act, &put),
                 _ => self.b32::<tiles::Q4_0>(rows, &row, &act, &put),
             },
             QType::Q4K => {
@@ -629,8 +629,8 @@ impl Job<'_> {
         }
     }
 
-    /// Prompt rows of an offset type on VNNI ([`super::tiles::tile_b32u_vnni`]):
-    /// tiles of 2 rows x 4 activation rows.
+    /// Rows of an offset type on VNNI ([`super::tiles::tile_b32u_vnni`]) for
+    /// two activation rows or more: tiles of 4 x 2, else 2 rows x 4.
     #[cfg(target_arch = "x86_64")]
     unsafe fn b32u<B: super::tiles::Block32U>(
         &self,
@@ -673,6 +673,19 @@ impl Job<'_> {
                     }
                 }
             }};
+        }
+        if n == 2 {
+            // Two sequences decoding together: four rows per tile.
+            let mut r = rows.start;
+            while r + 4 <= rows.end {
+                tile!(4, 2, r, 0);
+                r += 4;
+            }
+            while r < rows.end {
+                tile!(1, 2, r, 0);
+                r += 1;
+            }
+            return;
         }
         // Token tiles outside, rows inside: the chunk's weight rows (a few
         // KiB) and one tile's activations stay in L1 across the sweep,
