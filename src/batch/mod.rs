@@ -30,7 +30,7 @@
 //! runs, so a flag it does not know (a misspelt `num_gpus`) fails the
 //! whole file at once. Two keys are chimera batch's own: `model` (default
 //! the registry's default) and `scenario`: `report` is the plain report;
-//! any other value (issue 5's `baseline_vs_chimera`, `chimera_hetero`,
+//! any other value (the scenarios `baseline_vs_chimera`, `chimera_hetero`,
 //! `chimera_homo`) is passed on as `--scenario VALUE`. `output_dir` and
 //! `overwrite` are set by the batch and refused in a job file. Relative
 //! paths are relative to the working directory, as on the command line.

@@ -554,7 +554,11 @@ pub fn bench_model(
         file: files.weights.display().to_string(),
         file_bytes: engine.file_bytes(),
         params: param_count(engine.model().config()),
-        backend: "CPU".into(),
+        // llama-bench names the backend; layers on a GPU say which one.
+        backend: match engine.num_gpu() {
+            0 => "CPU".into(),
+            n => format!("CUDA ({n} layers on {})", engine.device()),
+        },
         isa: engine.isa().name().into(),
         threads: engine.threads(),
         ubatch: s.engine.ubatch,

@@ -87,24 +87,31 @@ impl Block32 for Q4_0 {
     }
 }
 
+/// Q5_0's fifth bits as a byte mask: byte `i` is all ones where bit `i`
+/// of the block's 32-bit `qh` is set.
+#[inline(always)]
+unsafe fn q5_0_high_bits(p: *const u8) -> __m256i {
+    let qh = (p.add(2) as *const u32).read_unaligned();
+    let x32 = _mm256_set1_epi32(qh as i32);
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_or_si256(
+        _mm256_shuffle_epi8(x32, shuf),
+        _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
+    );
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
 impl Block32 for Q5_0 {
     const BYTES: usize = 22;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (f32, __m256i) {
-        let qh = (p.add(2) as *const u32).read_unaligned();
-        let x32 = _mm256_set1_epi32(qh as i32);
-        let shuf = _mm256_set_epi64x(
-            0x0303030303030303,
-            0x0202020202020202,
-            0x0101010101010101,
-            0,
-        );
-        let bytes = _mm256_or_si256(
-            _mm256_shuffle_epi8(x32, shuf),
-            _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
-        );
-        let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
-        let hi = _mm256_andnot_si256(set, _mm256_set1_epi8(0xf0u8 as i8));
+        // (q | bit << 4) - 16 as a signed byte: 0xf0 where the bit is clear.
+        let hi = _mm256_andnot_si256(q5_0_high_bits(p), _mm256_set1_epi8(0xf0u8 as i8));
         (f16_at(p), _mm256_or_si256(nibbles_32(p.add(6)), hi))
     }
 }
@@ -131,20 +138,7 @@ impl Block32U for Q5_0 {
     const SHIFT: i32 = 0;
     #[inline(always)]
     unsafe fn decode_unsigned(p: *const u8) -> (f32, __m256i) {
-        let qh = (p.add(2) as *const u32).read_unaligned();
-        let x32 = _mm256_set1_epi32(qh as i32);
-        let shuf = _mm256_set_epi64x(
-            0x0303030303030303,
-            0x0202020202020202,
-            0x0101010101010101,
-            0,
-        );
-        let bytes = _mm256_or_si256(
-            _mm256_shuffle_epi8(x32, shuf),
-            _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe),
-        );
-        let set = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1));
-        let hi = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+        let hi = _mm256_and_si256(q5_0_high_bits(p), _mm256_set1_epi8(0x10));
         (f16_at(p), _mm256_or_si256(nibbles_32(p.add(6)), hi))
     }
 }

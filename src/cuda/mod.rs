@@ -14,9 +14,13 @@
 //! 2. [`CudaGemma3::layers`]: the hidden state goes up (rows x hidden f32),
 //!    layers `0..num_gpu` run on the GPU, the state comes back;
 //! 3. the CPU runs layers `num_gpu..` (`Gemma3::run_layers`) and its head,
-//!    or, with every layer on the GPU, [`CudaGemma3::head_and_sample`] runs
-//!    the head and the sampling chain on the device and only the chosen
-//!    token ids come back.
+//!    or, with every layer on the GPU, the head runs there too and
+//!    [`CudaGemma3::logits`] brings the logits back.
+//!
+//! The engine (`engine::gpu::Offload`) samples on the host, with the same
+//! sampler as the CPU path; [`CudaGemma3::head_and_sample`] (the head and
+//! the sampling chain on the device, only token ids coming back) is built
+//! and tested against the CPU sampler but not yet what the engine calls.
 //!
 //! Either side prunes the last layer to the rows whose logits are wanted,
 //! as `Gemma3::run_layers` does, so the two paths do the same work.

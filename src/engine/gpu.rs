@@ -90,6 +90,10 @@ mod with_cuda {
     use crate::model::gemma3::{Batch, BatchKind, Runtime, Scratch};
     use crate::model::{Gemma3, KvCache};
 
+    /// Sequences the device caches hold from the first forward on (two
+    /// agents, and room for a batch of four).
+    const MIN_SEQS: usize = 4;
+
     /// The GPU half of a model split at layer `num_gpu`.
     pub struct Offload {
         model: CudaGemma3,
@@ -134,11 +138,13 @@ mod with_cuda {
             &self.describe
         }
 
-        /// Sizes the device caches for `caches`. They grow only while no
-        /// sequence holds positions, since a new shape starts them empty.
+        /// Sizes the device caches for `caches`: room for at least
+        /// [`MIN_SEQS`] sequences from the start, so a second agent joining
+        /// a running one finds its slot. They grow only while no sequence
+        /// holds positions, since a new shape starts them empty.
         fn fit_caches(&mut self, caches: &[KvCache]) -> Result<()> {
             let want = (
-                caches.len().max(self.shape.0),
+                caches.len().max(MIN_SEQS).max(self.shape.0),
                 caches
                     .iter()
                     .map(KvCache::num_ctx)
@@ -158,9 +164,11 @@ mod with_cuda {
             // A cache's length counts the positions already on the GPU.
             anyhow::ensure!(
                 caches.iter().all(|c| c.is_empty()),
-                "--device cuda: a sequence with a larger num_ctx joined while another was running; \
-                 the GPU cache cannot grow under it (give both the same num_ctx, or run them one \
-                 after the other)"
+                "--device cuda: a sequence needing a larger GPU KV cache ({} sequences, num_ctx {}) \
+                 joined while another was running; the cache cannot grow under it (give the agents \
+                 the same num_ctx, or use --concurrency sequential)",
+                want.0,
+                want.1
             );
             self.model.prepare_caches(want.0, want.1, want.2)?;
             self.shape = want;

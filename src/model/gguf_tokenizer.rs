@@ -385,28 +385,7 @@ impl Vocab {
 mod tests {
     use super::*;
 
-    fn meta(pieces: &[(&str, f32, i32)]) -> HashMap<String, Value> {
-        let mut m = HashMap::new();
-        m.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
-        m.insert(
-            "tokenizer.ggml.tokens".into(),
-            Value::Array(pieces.iter().map(|p| Value::String(p.0.into())).collect()),
-        );
-        m.insert(
-            "tokenizer.ggml.scores".into(),
-            Value::Array(pieces.iter().map(|p| Value::F32(p.1)).collect()),
-        );
-        m.insert(
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(pieces.iter().map(|p| Value::I32(p.2)).collect()),
-        );
-        m.insert("tokenizer.ggml.bos_token_id".into(), Value::U32(2));
-        m.insert("tokenizer.ggml.eos_token_id".into(), Value::U32(1));
-        m.insert("tokenizer.ggml.unknown_token_id".into(), Value::U32(3));
-        m.insert("tokenizer.ggml.padding_token_id".into(), Value::U32(0));
-        m.insert("tokenizer.ggml.add_bos_token".into(), Value::Bool(true));
-        m
-    }
+    use crate::model::spm::tests::meta;
 
     /// A toy SentencePiece vocabulary: specials, two bytes, letters and
     /// merged pieces scored by merge order.

@@ -682,10 +682,11 @@ pub fn carries_tokenizer(meta: &HashMap<String, Value>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn meta(pieces: &[(&str, f32, i32)]) -> HashMap<String, Value> {
+    /// GGUF tokenizer metadata for a toy vocabulary of (piece, score, type).
+    pub(crate) fn meta(pieces: &[(&str, f32, i32)]) -> HashMap<String, Value> {
         let mut m = HashMap::new();
         m.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
         m.insert(
