@@ -866,3 +866,48 @@ fn cli_text_warnings_json_and_metrics_csv() {
     let left: Vec<_> = fs::read_dir(csv_path.parent().unwrap()).unwrap().collect();
     assert_eq!(left.len(), 1);
 }
+
+#[test]
+fn cli_warns_about_named_folders_that_do_not_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    write(&root.join("custom/b.csv"), b"eval_s\n2\n");
+    write(&root.join("a.md"), b"# A\n");
+
+    let out = chimera(&[
+        "ingest".as_ref(),
+        root.as_os_str(),
+        "--dir".as_ref(),
+        "custom,missing".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr,
+        format!(
+            "warning: --dir missing: no such folder under {}; not scanned\n",
+            root.display()
+        )
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("Total files analyzed: 1\n"), "{stdout}");
+
+    // None of them: all of ROOT, and it says so.
+    let out = chimera(&[
+        "ingest".as_ref(),
+        root.as_os_str(),
+        "--dir".as_ref(),
+        "missing".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.ends_with(&format!(
+            "warning: none of the --dir folders exists: scanned all of {}\n",
+            root.display()
+        )),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("Total files analyzed: 2\n"), "{stdout}");
+}

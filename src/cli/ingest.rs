@@ -81,13 +81,33 @@ pub fn run(args: IngestArgs) -> anyhow::Result<u8> {
         .map(|d| d.trim().to_string())
         .filter(|d| !d.is_empty())
         .collect();
-    if !dirs.is_empty() {
+    let named = !dirs.is_empty();
+    if named {
         opts.dirs = dirs;
     }
     let ing = ingest::scan(&args.root, &opts)?;
 
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
+    // The default folders are optional; one the user named is not.
+    if named {
+        for d in &opts.dirs {
+            if !args.root.join(d).is_dir() {
+                let _ = writeln!(
+                    err,
+                    "warning: --dir {d}: no such folder under {}; not scanned",
+                    args.root.display()
+                );
+            }
+        }
+        if ing.scanned_dirs == ["."] {
+            let _ = writeln!(
+                err,
+                "warning: none of the --dir folders exists: scanned all of {}",
+                args.root.display()
+            );
+        }
+    }
     for s in ing.bad_files() {
         let _ = writeln!(err, "{}", s.warning_line());
     }
