@@ -403,6 +403,57 @@ pub fn matmul_many(
     });
 }
 
+/// The tile schedule of the 32-element block kernels, over a `tile!(R, C,
+/// row, token)` macro: tiles of four rows for one or two activation rows
+/// (decoding), else two rows by four tokens with the token tiles outside,
+/// so the chunk's weight rows (a few KiB) and one tile's activations stay
+/// in L1 while the rows sweep past them.
+#[cfg(target_arch = "x86_64")]
+macro_rules! b32_schedule {
+    ($tile:ident, $rows:expr, $n:expr) => {{
+        let (rows, n): (std::ops::Range<usize>, usize) = ($rows, $n);
+        if n <= 2 {
+            let mut r = rows.start;
+            while r + 4 <= rows.end {
+                if n == 2 {
+                    $tile!(4, 2, r, 0)
+                } else {
+                    $tile!(4, 1, r, 0)
+                }
+                r += 4;
+            }
+            while r < rows.end {
+                if n == 2 {
+                    $tile!(1, 2, r, 0)
+                } else {
+                    $tile!(1, 1, r, 0)
+                }
+                r += 1;
+            }
+        } else {
+            let mut t = 0;
+            while t < n {
+                let mut r = rows.start;
+                while r < rows.end {
+                    let two = r + 2 <= rows.end;
+                    match (two, n - t) {
+                        (true, 4..) => $tile!(2, 4, r, t),
+                        (true, 3) => $tile!(2, 3, r, t),
+                        (true, 2) => $tile!(2, 2, r, t),
+                        (true, _) => $tile!(2, 1, r, t),
+                        (false, 4..) => $tile!(1, 4, r, t),
+                        (false, 3) => $tile!(1, 3, r, t),
+                        (false, 2) => $tile!(1, 2, r, t),
+                        (false, _) => $tile!(1, 1, r, t),
+                    }
+                    r += if two { 2 } else { 1 };
+                }
+                t += 4;
+            }
+        }
+    }};
+}
+
 /// One matrix product's operands, shared by the threads.
 struct Job<'a> {
     w: &'a [u8],
@@ -674,42 +725,7 @@ impl Job<'_> {
                 }
             }};
         }
-        if n == 2 {
-            // Two sequences decoding together: four rows per tile.
-            let mut r = rows.start;
-            while r + 4 <= rows.end {
-                tile!(4, 2, r, 0);
-                r += 4;
-            }
-            while r < rows.end {
-                tile!(1, 2, r, 0);
-                r += 1;
-            }
-            return;
-        }
-        // Token tiles outside, rows inside: the chunk's weight rows (a few
-        // KiB) and one tile's activations stay in L1 across the sweep,
-        // where the other order streams every token's activations and
-        // sums through L2 once per pair of rows.
-        let mut t = 0;
-        while t < n {
-            let mut r = rows.start;
-            while r < rows.end {
-                let two = r + 2 <= rows.end;
-                match (two, n - t) {
-                    (true, 4..) => tile!(2, 4, r, t),
-                    (true, 3) => tile!(2, 3, r, t),
-                    (true, 2) => tile!(2, 2, r, t),
-                    (true, _) => tile!(2, 1, r, t),
-                    (false, 4..) => tile!(1, 4, r, t),
-                    (false, 3) => tile!(1, 3, r, t),
-                    (false, 2) => tile!(1, 2, r, t),
-                    (false, _) => tile!(1, 1, r, t),
-                }
-                r += if two { 2 } else { 1 };
-            }
-            t += 4;
-        }
+        b32_schedule!(tile, rows, n);
     }
 
     /// Rows of a 32-element block type: tiles of 4 rows x 1 activation row
@@ -752,50 +768,7 @@ impl Job<'_> {
                 }
             }};
         }
-        let n = self.n_tok;
-        if n == 2 {
-            let mut r = rows.start;
-            while r + 4 <= rows.end {
-                tile!(4, 2, r, 0);
-                r += 4;
-            }
-            while r < rows.end {
-                tile!(1, 2, r, 0);
-                r += 1;
-            }
-            return;
-        }
-        if n == 1 {
-            let mut r = rows.start;
-            while r + 4 <= rows.end {
-                tile!(4, 1, r, 0);
-                r += 4;
-            }
-            while r < rows.end {
-                tile!(1, 1, r, 0);
-                r += 1;
-            }
-            return;
-        }
-        let mut r = rows.start;
-        while r < rows.end {
-            let two = r + 2 <= rows.end;
-            let mut t = 0;
-            while t < n {
-                match (two, n - t) {
-                    (true, 4..) => tile!(2, 4, r, t),
-                    (true, 3) => tile!(2, 3, r, t),
-                    (true, 2) => tile!(2, 2, r, t),
-                    (true, _) => tile!(2, 1, r, t),
-                    (false, 4..) => tile!(1, 4, r, t),
-                    (false, 3) => tile!(1, 3, r, t),
-                    (false, 2) => tile!(1, 2, r, t),
-                    (false, _) => tile!(1, 1, r, t),
-                }
-                t += 4;
-            }
-            r += if two { 2 } else { 1 };
-        }
+        b32_schedule!(tile, rows, self.n_tok);
     }
 }
 
