@@ -152,7 +152,7 @@ pub struct QuantActs {
     ready: [bool; 3],
     max_bytes: [usize; 3],
     prompt_batch: bool,
-    /// For prompt batches on VNNI: per Q8_0 block, the offset correction
+    /// For two or more rows on VNNI: per Q8_0 block, the offset correction
     /// lanes (`tiles::q8_0_block_sums`) and the scale as f32, block-major
     /// (`scales[b * rows + t]`, eight spare at the end).
     block_sums: Option<(AlignedBytes, Vec<f32>)>,
@@ -233,7 +233,7 @@ impl QuantActs {
         self.prepare_block_sums(pool);
     }
 
-    /// Fills `block_sums` when the offset-type prompt tiles will read them.
+    /// Fills `block_sums` when the offset-type tiles may read them.
     fn prepare_block_sums(&mut self, pool: &ThreadPool) {
         self.sums_ready = false;
         #[cfg(target_arch = "x86_64")]
@@ -467,7 +467,7 @@ struct Job<'a> {
     isa: Isa,
     /// Prompt-batch rounding (see `QuantActs::set_prompt_batch`).
     batched: bool,
-    /// `QuantActs::block_sums`, for the offset-type prompt tiles.
+    /// `QuantActs::block_sums`, for the offset-type tiles.
     sums: Option<(&'a [u8], &'a [f32])>,
 }
 
@@ -648,32 +648,22 @@ impl Job<'_> {
             let step = if t + 8 <= grouped { 8 } else { 4 };
             for r0 in rows.clone().step_by(8) {
                 let w: [*const u8; 8] = std::array::from_fn(|i| row(r0 + i));
+                macro_rules! tile {
+                    ($c:literal) => {{
+                        let mut o = [[0f32; $c]; 8];
+                        let a = std::array::from_fn(|j| act(t + j));
+                        tile8_q4k_grouped::<$c>(&w, &a, self.nb, &mut o);
+                        for (i, o) in o.iter().enumerate() {
+                            for (j, &v) in o.iter().enumerate() {
+                                put(t + j, r0 + i, v);
+                            }
+                        }
+                    }};
+                }
                 if step == 8 {
-                    let mut o = [[0f32; 8]; 8];
-                    tile8_q4k_grouped::<8>(
-                        &w,
-                        &std::array::from_fn(|j| act(t + j)),
-                        self.nb,
-                        &mut o,
-                    );
-                    for (i, o) in o.iter().enumerate() {
-                        for (j, &v) in o.iter().enumerate() {
-                            put(t + j, r0 + i, v);
-                        }
-                    }
+                    tile!(8)
                 } else {
-                    let mut o = [[0f32; 4]; 8];
-                    tile8_q4k_grouped::<4>(
-                        &w,
-                        &std::array::from_fn(|j| act(t + j)),
-                        self.nb,
-                        &mut o,
-                    );
-                    for (i, o) in o.iter().enumerate() {
-                        for (j, &v) in o.iter().enumerate() {
-                            put(t + j, r0 + i, v);
-                        }
-                    }
+                    tile!(4)
                 }
             }
             t += step;

@@ -462,9 +462,7 @@ impl Attention {
             }
         });
     }
-}
 
-impl Attention {
     /// One KV tile for the queries `ts[..G]` of one head (see `attend_tiled`).
     ///
     /// # Safety
